@@ -1,0 +1,123 @@
+"""Encode pixels to bytes: the one place that decides alpha and metadata per format.
+
+Transparency is kept by every format that has it; only JPEG is flattened, onto the
+profile's background (never onto black). Metadata leaves only through the explicit
+arguments below, so outputs carry no EXIF, XMP or GPS unless the profile keeps the
+copyright and ICC profile.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, ImageColor
+
+from .profiles import Profile
+
+PILLOW_FORMAT = {"avif": "AVIF", "webp": "WEBP", "jpeg": "JPEG", "png": "PNG", "gif": "GIF"}
+#: Formats that can hold an animation (PNG as APNG).
+ANIMATED_FORMATS = frozenset({"avif", "webp", "gif", "png"})
+_COPYRIGHT_TAGS = (0x8298, 0x013B)  # Copyright, Artist
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a profile with ``keep_metadata`` copies into outputs."""
+
+    icc: bytes | None = None
+    exif: bytes | None = None
+
+    @classmethod
+    def of(cls, exif: Image.Exif, icc: bytes | None) -> Metadata:
+        kept = Image.Exif()
+        for tag in _COPYRIGHT_TAGS:
+            if exif.get(tag):
+                kept[tag] = exif[tag]
+        return cls(icc=icc, exif=kept.tobytes() if len(kept) else None)
+
+
+NO_METADATA = Metadata()
+
+
+def fallback_format(*, alpha: bool, animated: bool) -> str:
+    """The format every browser shows: GIF for a kept animation, PNG for alpha, else JPEG."""
+    return "gif" if animated else "png" if alpha else "jpeg"
+
+
+def encode(
+    frames: Sequence[Image.Image],
+    fmt: str,
+    profile: Profile,
+    *,
+    durations: Sequence[int] = (),
+    loop: int = 0,
+    metadata: Metadata = NO_METADATA,
+) -> tuple[bytes, int]:
+    """Encode ``frames`` (one, or an animation) as ``fmt``; returns the bytes and frame count.
+
+    Formats without animation get the first frame.
+    """
+    if fmt not in ANIMATED_FORMATS:
+        frames = frames[:1]
+    images = [_for_format(im, fmt, profile.background) for im in frames]
+    options = _options(fmt, profile, metadata)
+    if len(images) > 1:
+        options.update(
+            save_all=True,
+            append_images=images[1:],
+            duration=list(durations[: len(images)]),
+            loop=loop,
+        )
+    buffer = io.BytesIO()
+    images[0].save(buffer, PILLOW_FORMAT[fmt], **options)
+    return buffer.getvalue(), len(images)
+
+
+def flatten(im: Image.Image, background: str) -> Image.Image:
+    """Composite an RGBA image onto ``background`` (RGB); other modes are returned as they are."""
+    if im.mode != "RGBA":
+        return im
+    flat = Image.new("RGB", im.size, ImageColor.getrgb(background)[:3])
+    flat.paste(im, mask=im.getchannel("A"))
+    return flat
+
+
+def _for_format(im: Image.Image, fmt: str, background: str) -> Image.Image:
+    if fmt == "jpeg":
+        return flatten(im, background)
+    if im.mode == "L" and fmt in ("avif", "webp", "gif"):
+        return im.convert("RGB")
+    return im
+
+
+def _options(fmt: str, profile: Profile, metadata: Metadata) -> dict[str, Any]:
+    effort = profile.effort
+    options: dict[str, Any]
+    match fmt:
+        case "jpeg":
+            options = {
+                "quality": profile.quality["jpeg"],
+                "optimize": effort["jpeg"] >= 1,
+                "progressive": effort["jpeg"] >= 2,
+            }
+        case "webp":
+            options = {"quality": profile.quality["webp"], "method": effort["webp"]}
+        case "avif":
+            # One thread: workers run one process per core, and output stays reproducible.
+            options = {
+                "quality": profile.quality["avif"],
+                "speed": effort["avif"],
+                "max_threads": 1,
+            }
+        case "png":
+            options = {"compress_level": effort["png"]}
+        case _:
+            options = {}
+    if metadata.icc and fmt != "gif":
+        options["icc_profile"] = metadata.icc
+    if metadata.exif and fmt != "gif":
+        options["exif"] = metadata.exif
+    return options
