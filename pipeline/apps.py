@@ -5,3 +5,11 @@ class PipelineConfig(AppConfig):
     name = "pipeline"
     verbose_name = "Media pipeline"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        import pipeline.cdn.checks  # noqa: F401  (registers the CDN system checks)
+        from pipeline.conf import pipeline_settings
+
+        # Validate settings.PIPELINE (profiles included) at start-up: a bad profile is an
+        # ImproperlyConfigured now, not a failed row at the first upload.
+        pipeline_settings()

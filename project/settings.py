@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from botocore.config import Config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("PIPELINE_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -35,6 +36,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's static files under gunicorn (docker compose) without a web server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -113,8 +116,18 @@ _s3_common = {
     "endpoint_url": AWS_S3_ENDPOINT_URL,
     "file_overwrite": True,  # keys are deterministic: a re-run overwrites, never renames
     "max_memory_size": 8 * 1024 * 1024,
-    # Emulators (moto, MinIO) are addressed by path; AWS by virtual host.
-    "addressing_style": "path" if AWS_S3_ENDPOINT_URL else "virtual",
+    # One client is shared by the threads of a transfer (bulk migration uploads): give it
+    # as many pooled connections as threads. Short timeouts so an outage surfaces as a
+    # retryable error instead of a hung worker. Emulators (moto, MinIO) are addressed by
+    # path, AWS by virtual host.
+    "client_config": Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if AWS_S3_ENDPOINT_URL else "virtual"},
+        max_pool_connections=env.int("AWS_S3_MAX_POOL_CONNECTIONS", default=32),
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": 3},
+    ),
 }
 if PRIMARY_BUCKET and PUBLIC_BUCKET:
     STORAGES = {
@@ -136,6 +149,8 @@ if PRIMARY_BUCKET and PUBLIC_BUCKET:
                 "default_acl": None,  # the bucket policy / CDN origin access decides
                 "querystring_auth": False,
                 "custom_domain": PUBLIC_DOMAIN or None,
+                # "http:" for a local MinIO serving the public bucket without TLS.
+                "url_protocol": env.str("PIPELINE_PUBLIC_URL_PROTOCOL", default="https:"),
             },
         },
     }
@@ -183,10 +198,12 @@ PIPELINE = {
 }
 
 # --- Celery ---------------------------------------------------------------------------
-# Without REDIS_URL there is no broker: tasks run in-process (workers/celery.py logs it).
+# Without a broker URL tasks run in-process (workers/celery.py logs it).
+# CELERY_BROKER_URL overrides it for another broker Celery supports (e.g. sqs://).
 REDIS_URL = env.str("REDIS_URL", default="")
-CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
-CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL
+CELERY_BROKER_URL = BROKER_URL or "memory://localhost/"
+CELERY_TASK_ALWAYS_EAGER = not BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True

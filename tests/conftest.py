@@ -22,7 +22,7 @@ import boto3
 import pytest
 from django.db import connection
 
-from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO, services
+from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO, TcpProxy, services
 
 T = TypeVar("T")
 
@@ -74,12 +74,19 @@ class Worker:
         return [int(p) for p in out.split()]
 
 
-def start_worker(*, concurrency: int = 2, queues: str = "cpu,transfer,cdn,migration") -> Worker:
+def start_worker(
+    *,
+    concurrency: int = 2,
+    queues: str = "cpu,transfer,cdn,migration",
+    s3_endpoint: str | None = None,
+) -> Worker:
     from workers import app
 
     hostname = f"tests-{uuid.uuid4().hex[:8]}@%h"
     log_path = services().var_dir / f"worker-{hostname.split('@')[0]}.log"
     env = {**os.environ, "DATABASE_URL": database_url_for_worker(), "PYTHONUNBUFFERED": "1"}
+    if s3_endpoint:
+        env["AWS_S3_ENDPOINT_URL"] = s3_endpoint
     log = open(log_path, "wb")  # noqa: SIM115 - the worker writes to it until it stops
     process = subprocess.Popen(
         [
@@ -131,13 +138,25 @@ def stop_worker(worker: Worker) -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Worker]:
-    """A real worker process consuming every queue, for the whole session."""
+def s3_proxy() -> Iterator[TcpProxy]:
+    """The worker's way to S3: a proxy that tests can stop to simulate an outage."""
+    proxy = TcpProxy(services().moto_port)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: Any, django_db_blocker: Any, s3_proxy: TcpProxy
+) -> Iterator[Worker]:
+    """A real worker process consuming every queue, for the whole session. It reaches S3
+    through ``s3_proxy``; this process talks to moto directly."""
     from workers import app
 
     with django_db_blocker.unblock():
         app.control.purge()
-        worker = start_worker()
+        worker = start_worker(s3_endpoint=s3_proxy.url)
     yield worker
     stop_worker(worker)
 

@@ -23,11 +23,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,6 +85,7 @@ class Services:
     var_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    moto_port: int = 0
 
     def start_redis(self) -> None:
         given = os.environ.get("REDIS_URL", "")
@@ -112,7 +115,7 @@ class Services:
         self.env["REDIS_URL"] = url
 
     def start_moto(self) -> None:
-        port = free_port()
+        port = self.moto_port = free_port()
         binary = Path(sys.executable).with_name("moto_server")
         log = open(self.var_dir / "moto.log", "wb")  # noqa: SIM115 - lives as long as moto
         self.processes["moto"] = subprocess.Popen(
@@ -187,18 +190,22 @@ def create_aws_resources(endpoint: str) -> str:
         ),
     )
     cloudfront = session.client("cloudfront", endpoint_url=endpoint)
-    origin = f"{PUBLIC_BUCKET}.s3.amazonaws.com"
-    distribution = cloudfront.create_distribution(
+    return create_distribution(cloudfront, caller_reference="pipeline-tests")
+
+
+def create_distribution(cloudfront: Any, *, caller_reference: str) -> str:
+    """A CloudFront distribution in front of the public bucket; returns its id."""
+    response = cloudfront.create_distribution(
         DistributionConfig={
-            "CallerReference": "pipeline-tests",
-            "Comment": "pipeline tests",
+            "CallerReference": caller_reference,
+            "Comment": caller_reference,
             "Enabled": True,
             "Origins": {
                 "Quantity": 1,
                 "Items": [
                     {
                         "Id": "public",
-                        "DomainName": origin,
+                        "DomainName": f"{PUBLIC_BUCKET}.s3.amazonaws.com",
                         "S3OriginConfig": {"OriginAccessIdentity": ""},
                     }
                 ],
@@ -212,7 +219,7 @@ def create_aws_resources(endpoint: str) -> str:
             },
         }
     )
-    return distribution["Distribution"]["Id"]
+    return response["Distribution"]["Id"]
 
 
 _services: Services | None = None
@@ -243,3 +250,68 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def services() -> Services:
     assert _services is not None, "tests.services plugin not loaded (-p tests.services)"
     return _services
+
+
+class TcpProxy:
+    """A TCP forwarder in front of moto_server that a test can take down and bring back.
+
+    The worker reaches S3 through it, so "the S3 server is down" is a real network
+    failure (connection refused) for the worker, while moto keeps its state.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)

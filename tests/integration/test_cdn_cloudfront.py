@@ -28,39 +28,15 @@ from pipeline.cdn.backends import CloudFrontBackend, get_backend
 from pipeline.cdn.services import cdn_status, invalidations_flush, invalidations_poll
 from pipeline.errors import CDNUnavailable
 from pipeline.models import CDNInvalidation, CDNPendingPath
+from tests.services import create_distribution
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 Status = CDNInvalidation.Status
 
 
-def create_distribution(cloudfront: Any) -> str:
-    reference = f"cdn-test-{uuid.uuid4().hex}"
-    response = cloudfront.create_distribution(
-        DistributionConfig={
-            "CallerReference": reference,
-            "Comment": reference,
-            "Enabled": True,
-            "Origins": {
-                "Quantity": 1,
-                "Items": [
-                    {
-                        "Id": "public",
-                        "DomainName": "test-public.s3.amazonaws.com",
-                        "S3OriginConfig": {"OriginAccessIdentity": ""},
-                    }
-                ],
-            },
-            "DefaultCacheBehavior": {
-                "TargetOriginId": "public",
-                "ViewerProtocolPolicy": "redirect-to-https",
-                "MinTTL": 0,
-                "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
-                "TrustedSigners": {"Enabled": False, "Quantity": 0},
-            },
-        }
-    )
-    return response["Distribution"]["Id"]
+def new_distribution(cloudfront: Any) -> str:
+    return create_distribution(cloudfront, caller_reference=f"cdn-test-{uuid.uuid4().hex}")
 
 
 def moto_invalidations(cloudfront: Any, distribution_id: str) -> list[dict[str, Any]]:
@@ -82,7 +58,7 @@ def sent_paths(invalidations: list[dict[str, Any]]) -> list[str]:
 @pytest.fixture
 def distribution(settings: Any, cloudfront: Any) -> Iterator[Callable[..., CloudFrontBackend]]:
     """A fresh moto distribution; call the fixture to (re)configure the CDN settings."""
-    distribution_id = create_distribution(cloudfront)
+    distribution_id = new_distribution(cloudfront)
     base = {k: v for k, v in settings.PIPELINE.items() if k != "CDN"}
 
     def configure(**cdn_settings: Any) -> CloudFrontBackend:

@@ -1,0 +1,245 @@
+"""Moves bytes to and from the two buckets, and nothing else.
+
+The buckets are Django ``STORAGES`` aliases (``primary`` and ``public`` by default), so
+they are S3 (django-storages) in production and plain folders on the embedded default.
+Every write is all-or-nothing: one S3 PUT, or a temporary file renamed into place, so an
+interrupted write never leaves a half-written object behind.
+
+Vendor errors are mapped to ours: a missing key becomes ``ObjectNotFound`` (permanent),
+connection failures, timeouts, throttling and 5xx become ``StorageUnavailable``
+(transient, retried by tasks); anything else is a bug and bubbles up.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, Storage, storages
+
+from pipeline.errors import ObjectNotFound, StorageUnavailable, UnsafePath
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_TRANSIENT = {
+    "500",
+    "502",
+    "503",
+    "504",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a bucket listing tells about one object."""
+
+    key: str
+    size: int
+    etag: str | None  # the MD5 hex for single-part S3 uploads; None on local folders
+
+
+def primary() -> Storage:
+    """The private bucket of pristine originals."""
+    from pipeline.conf import pipeline_settings
+
+    return storages[pipeline_settings()["PRIMARY_STORAGE"]]
+
+
+def public() -> Storage:
+    """The CDN-served bucket of optimized originals and variants."""
+    from pipeline.conf import pipeline_settings
+
+    return storages[pipeline_settings()["PUBLIC_STORAGE"]]
+
+
+def _is_s3(storage: Storage) -> bool:
+    # Look at the class: on the instance, ``connection`` is a property that creates a boto3
+    # session and resource for the calling thread (slow, and wasted on a shared client).
+    return hasattr(storage, "bucket_name") and hasattr(type(storage), "connection")
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the bucket root or confuse S3 and CloudFront."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+        raise UnsafePath(f"unsafe object key: {key!r}")
+    return key
+
+
+@contextlib.contextmanager
+def _translate(key: str) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise ObjectNotFound(f"no object at {key!r}") from e
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _NOT_FOUND or status == "404":
+            raise ObjectNotFound(f"no object at {key!r}") from e
+        if code in _TRANSIENT or status in _TRANSIENT:
+            raise StorageUnavailable(f"storage error {code or status} on {key!r}") from e
+        raise
+    except (BotoConnectionError, HTTPClientError, BotoCoreError) as e:
+        # Connection refused/reset, timeouts, and other failures below the HTTP status.
+        raise StorageUnavailable(f"storage unreachable for {key!r}: {type(e).__name__}") from e
+
+
+def write(
+    storage: Storage,
+    key: str,
+    data: bytes,
+    *,
+    content_type: str,
+    cache_control: str | None = None,
+    client: Any = None,
+) -> None:
+    """Store ``data`` at exactly ``key`` (overwriting), all or nothing.
+
+    ``client``: a boto3 S3 client to use instead of the storage's per-thread connection,
+    so that many threads can share one client (and its connection pool)."""
+    check_key(key)
+    with _translate(key):
+        if _is_s3(storage):
+            params = {"ContentType": content_type, "ContentMD5": _content_md5(data)}
+            if cache_control:
+                params["CacheControl"] = cache_control
+            params.update(_write_acl(storage))
+            (client or storage.connection.meta.client).put_object(
+                Bucket=storage.bucket_name, Key=_s3_name(storage, key), Body=data, **params
+            )
+        elif isinstance(storage, FileSystemStorage):
+            _atomic_write(Path(storage.path(key)), data)
+        else:  # another Django storage: the best its API allows
+            storage.delete(key)
+            storage.save(key, ContentFile(data))
+
+
+def read(storage: Storage, key: str) -> bytes:
+    """The bytes at ``key``; ``ObjectNotFound`` when there is none."""
+    check_key(key)
+    with _translate(key):
+        if _is_s3(storage):
+            response = storage.connection.meta.client.get_object(
+                Bucket=storage.bucket_name, Key=_s3_name(storage, key)
+            )
+            return response["Body"].read()
+        with storage.open(key, "rb") as f:
+            return f.read()
+
+
+def delete(storage: Storage, key: str) -> None:
+    """Remove ``key``; a key that is already gone is not an error (deletes are retried)."""
+    check_key(key)
+    with _translate(key):
+        storage.delete(key)
+
+
+def head(storage: Storage, key: str) -> ObjectInfo | None:
+    """Size and ETag of ``key``, or None when it does not exist."""
+    check_key(key)
+    try:
+        with _translate(key):
+            if _is_s3(storage):
+                r = storage.connection.meta.client.head_object(
+                    Bucket=storage.bucket_name, Key=_s3_name(storage, key)
+                )
+                return ObjectInfo(key, int(r["ContentLength"]), r["ETag"].strip('"'))
+            return ObjectInfo(key, storage.size(key), None)
+    except ObjectNotFound:
+        return None
+
+
+def list_objects(
+    storage: Storage, prefix: str = "", *, start_after: str = ""
+) -> Iterator[ObjectInfo]:
+    """Every object under ``prefix``, paginated: one request per 1,000 keys on S3.
+
+    ``start_after``: only keys after it. On S3 the listing is in key order, so a caller
+    that stops iterating past the last key it wants lists just a range of a large prefix.
+    """
+    with _translate(prefix or "/"):
+        if _is_s3(storage):
+            client = storage.connection.meta.client
+            paginator = client.get_paginator("list_objects_v2")
+            root = _s3_name(storage, "")
+            params = {"Bucket": storage.bucket_name, "Prefix": root + prefix}
+            if start_after:
+                params["StartAfter"] = root + start_after
+            for page in paginator.paginate(**params):
+                for obj in page.get("Contents", ()):
+                    key = obj["Key"][len(root) :]
+                    yield ObjectInfo(key, int(obj["Size"]), obj["ETag"].strip('"'))
+            return
+        base = Path(storage.location)  # type: ignore[attr-defined]
+        start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
+        if not start.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(start):
+            for name in sorted(files):
+                if name.startswith(".tmp-"):
+                    continue
+                path = Path(dirpath, name)
+                key = path.relative_to(base).as_posix()
+                if key.startswith(prefix) and key > start_after:
+                    yield ObjectInfo(key, path.stat().st_size, None)
+
+
+def url(storage: Storage, key: str) -> str:
+    """The public URL of ``key`` (the CDN domain on S3); computed, no request made."""
+    return storage.url(key)
+
+
+def md5_hex(data: bytes) -> str:
+    """The MD5 that S3 reports as the ETag of a single-part upload."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _content_md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def _s3_name(storage: Storage, key: str) -> str:
+    location = getattr(storage, "location", "") or ""
+    return f"{location.strip('/')}/{key}" if location else key
+
+
+def _write_acl(storage: Storage) -> dict[str, str]:
+    acl = getattr(storage, "default_acl", None)
+    return {"ACL": acl} if acl else {}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
