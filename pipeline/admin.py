@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 import pipeline.cdn.admin  # noqa: F401  (registers the CDN admin pages)
 from pipeline import services
 from pipeline.fields import MediaImageField, Status, media_fields
+from pipeline.migration import admin as migration_admin  # noqa: F401  (registers its pages)
 from pipeline.models import MediaAsset
 
 

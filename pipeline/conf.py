@@ -74,6 +74,14 @@ DEFAULTS: dict[str, Any] = {
         # Files per chunk task, and chunk tasks in the broker at once per run.
         "CHUNK_SIZE": 50,
         "MAX_CHUNKS_IN_FLIGHT": 8,
+        # Top folder of the standardized keys of migrated originals (primary bucket).
+        "KEY_PREFIX": "legacy",
+        # Concurrent uploads inside one chunk task, sharing one S3 client (capped by the
+        # client's max_pool_connections, so no thread waits for a connection).
+        "UPLOAD_THREADS": 16,
+        # A chunk queued this long ago (seconds) without finishing is published again:
+        # its message was lost (at-most-once publishing, or a whole worker killed).
+        "STALE_CHUNK_AFTER": 600,
     },
 }
 

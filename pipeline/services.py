@@ -299,28 +299,27 @@ def _publish(
     folder = naming.public_folder(
         prefix=conf["KEY_PREFIX"], model_label=target.label, pk=pk, source_name=source_name
     )
-    entries: list[dict[str, Any]] = []
-    for out in rendering.outputs:
-        key = naming.output_key(folder, out.name, out.extension)
-        storage.write(
-            public,
-            key,
-            out.data,
-            content_type=out.content_type,
-            cache_control=conf["CACHE_CONTROL"],
-        )
-        entries.append(
-            {
-                "name": out.name,
-                "key": key,
-                "url": storage.url(public, key),
-                "format": out.format,
-                "width": out.width,
-                "height": out.height,
-                "bytes": out.size,
-                "sha256": out.sha256,
-            }
-        )
+    keys = [naming.output_key(folder, out.name, out.extension) for out in rendering.outputs]
+    storage.write_many(
+        public,
+        [
+            storage.Put(key, out.data, out.content_type, conf["CACHE_CONTROL"])
+            for key, out in zip(keys, rendering.outputs, strict=True)
+        ],
+    )
+    entries = [
+        {
+            "name": out.name,
+            "key": key,
+            "url": storage.url(public, key),
+            "format": out.format,
+            "width": out.width,
+            "height": out.height,
+            "bytes": out.size,
+            "sha256": out.sha256,
+        }
+        for key, out in zip(keys, rendering.outputs, strict=True)
+    ]
     original = next(e for e in entries if e["name"] == "original")
     return {
         "profile": rendering.profile,

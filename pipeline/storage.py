@@ -17,7 +17,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +137,57 @@ def write(
         else:  # another Django storage: the best its API allows
             storage.delete(key)
             storage.save(key, ContentFile(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """One object for ``write_many``."""
+
+    key: str
+    data: bytes
+    content_type: str
+    cache_control: str | None = None
+
+
+def write_many(storage: Storage, puts: Sequence[Put], *, threads: int = 8) -> None:
+    """Write several objects, concurrently on S3: one shared client (thread-safe, its own
+    connection pool) and this process's thread pool; each write is still all-or-nothing."""
+    if len(puts) < 2 or not _is_s3(storage):
+        for p in puts:
+            write(
+                storage, p.key, p.data, content_type=p.content_type, cache_control=p.cache_control
+            )
+        return
+    client = storage.connection.meta.client
+    size = min(threads, len(puts), client.meta.config.max_pool_connections or 10)
+    list(
+        thread_pool(size).map(
+            lambda p: write(
+                storage,
+                p.key,
+                p.data,
+                content_type=p.content_type,
+                cache_control=p.cache_control,
+                client=client,
+            ),
+            puts,
+        )
+    )
+
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def thread_pool(size: int) -> ThreadPoolExecutor:
+    """A thread pool per process and size, kept for the life of the (worker) process, so
+    transfers do not pay for starting threads; a forked child never uses its parent's."""
+    key = (os.getpid(), size)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(size, thread_name_prefix="storage")
+        return pool
 
 
 def read(storage: Storage, key: str) -> bytes:

@@ -16,6 +16,7 @@ from pipeline import services
 from pipeline.cdn import tasks as cdn_tasks  # noqa: F401  (registers the CDN tasks)
 from pipeline.conf import pipeline_settings
 from pipeline.errors import TransientError
+from pipeline.migration import tasks as migration_tasks  # noqa: F401  (registers them)
 
 
 def backoff(retries: int) -> float:

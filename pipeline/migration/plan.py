@@ -104,7 +104,6 @@ MAX_FOLDERS = 240
 HASH_LENGTHS = (8, 16, 64)
 
 
-
 def extension_for(fmt: str) -> str:
     """The one extension of a detected format; unknown formats use their slugged name."""
     ext = EXTENSIONS.get(fmt.lower())

@@ -11,15 +11,19 @@ Counter meanings (what a reader of the table may rely on):
 * ``images`` / ``junk_skipped`` / ``not_images`` / ``rejected``: the scan's classification;
   ``rejected`` maps each reason to the paths that had it.
 * ``uploaded``: originals written to the primary bucket by this run.
+* ``failed``: what the run could not finish, by reason: originals that could not be
+  stored (changed since the scan, a different object at the key) by legacy path, and rows
+  whose processing failed (damage only a full decode sees) by ``where``.
 * ``already_present``: originals found in the bucket with the same content (checksum or
   MD5 ETag) and linked without an upload.
 * ``duplicates_folded``: legacy paths whose content is stored once under another path's key.
 * ``rows_relinked``: model rows rewritten to a new key.
 * ``dangling``: row values that matched no image, with where they are and why.
 * ``orphans_imported`` / ``orphans_skipped``: images no row referred to (``--orphans``).
-* ``variants_generated``: renditions written by processing.
+* ``variants_generated``: renditions written by processing the rows this run queued.
 * ``bytes_before``: bytes of every legacy image file (copies included);
-  ``bytes_after``: bytes stored for them after the run (unique originals + variants).
+  ``bytes_after``: bytes stored for them after the run: the unique originals, plus the
+  optimized originals and variants of every processed row pointing at them.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Report:
     rejected: dict[str, list[str]] = field(default_factory=dict)
     uploaded: int = 0
     already_present: int = 0
+    failed: dict[str, list[str]] = field(default_factory=dict)
     duplicates_folded: int = 0
     rows_relinked: int = 0
     dangling: list[DanglingReference] = field(default_factory=list)
@@ -88,6 +93,9 @@ class Report:
     def add_rejected(self, path: str, reason: str) -> None:
         self.rejected.setdefault(reason, []).append(path)
 
+    def add_failed(self, where: str, reason: str) -> None:
+        self.failed.setdefault(reason, []).append(where)
+
     def add_dangling(self, where: str, value: str, reason: str) -> None:
         self.dangling.append(DanglingReference(where, value, reason))
 
@@ -97,9 +105,9 @@ class Report:
             if f.name in _IDENTITY:
                 continue
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if f.name == "rejected":
+            if f.name in ("rejected", "failed"):
                 for reason, paths in theirs.items():
-                    self.rejected.setdefault(reason, []).extend(paths)
+                    mine.setdefault(reason, []).extend(paths)
             elif f.name == "dangling":
                 mine.extend(theirs)
             else:
@@ -110,6 +118,10 @@ class Report:
     @property
     def rejected_count(self) -> int:
         return sum(len(paths) for paths in self.rejected.values())
+
+    @property
+    def failed_count(self) -> int:
+        return sum(len(paths) for paths in self.failed.values())
 
     @property
     def files_per_second(self) -> float:
@@ -126,15 +138,16 @@ class Report:
         data: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "rejected":
+            if f.name in ("rejected", "failed"):
                 value = {
                     reason: {"count": len(paths), "paths": sorted(paths)}
-                    for reason, paths in sorted(self.rejected.items())
+                    for reason, paths in sorted(value.items())
                 }
             elif f.name == "dangling":
                 value = [{"where": d.where, "value": d.value, "reason": d.reason} for d in value]
             data[f.name] = value
         data["rejected_count"] = self.rejected_count
+        data["failed_count"] = self.failed_count
         data["dangling_count"] = len(self.dangling)
         data["files_per_second"] = round(self.files_per_second, 2)
         data["bytes_per_second"] = round(self.bytes_per_second, 2)
@@ -148,9 +161,10 @@ class Report:
         """The inverse of ``to_dict`` (derived keys are ignored)."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["rejected"] = {
-            reason: list(item["paths"]) for reason, item in data.get("rejected", {}).items()
-        }
+        for name in ("rejected", "failed"):
+            kwargs[name] = {
+                reason: list(item["paths"]) for reason, item in data.get(name, {}).items()
+            }
         kwargs["dangling"] = [DanglingReference(**d) for d in data.get("dangling", [])]
         return cls(**kwargs)
 
@@ -168,6 +182,7 @@ class Report:
             ("rejected", _int(self.rejected_count)),
             ("uploaded", _int(self.uploaded)),
             ("already present, linked", _int(self.already_present)),
+            ("failed", _int(self.failed_count)),
             ("duplicates folded", _int(self.duplicates_folded)),
             ("rows re-linked", _int(self.rows_relinked)),
             ("dangling references", _int(len(self.dangling))),
@@ -191,6 +206,11 @@ class Report:
         if self.rejected:
             lines.append("Rejected, by reason:")
             for reason, paths in sorted(self.rejected.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                lines.append(f"  {reason} ({len(paths)})")
+                lines += _examples(sorted(paths), max_paths)
+        if self.failed:
+            lines.append("Failed, by reason:")
+            for reason, paths in sorted(self.failed.items(), key=lambda kv: (-len(kv[1]), kv[0])):
                 lines.append(f"  {reason} ({len(paths)})")
                 lines += _examples(sorted(paths), max_paths)
         if self.dangling:

@@ -8,8 +8,10 @@ transparency, a GIF) and the strings old rows held to point at it, in every spel
 ``references`` must understand, including some that point at nothing.
 
 Photos are real (``photos_dir``), shrunk to 96-640 px so the tree stays light (the fixed
-tree is about 1 MB; 2,000 images about 40 MB). Everything derives from ``seed``: the same
-seed and photos give the same bytes under the same names.
+tree is about 1 MB; 2,000 images about 40 MB). Without ``photos_dir`` the pictures are
+drawn (soft shapes over a gradient, with grain, so they compress like photos): the demo
+runs on a fresh checkout with nothing else on disk. Everything derives from ``seed``: the
+same seed and photos give the same bytes under the same names.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import quote
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from pipeline.migration.references import lookup_key
 from pipeline.migration.scan import Kind
@@ -93,12 +95,16 @@ class SampleManifest:
 class _Builder:
     """Writes files under ``root`` and records what a scan must say about each."""
 
-    def __init__(self, root: Path, photos_dir: Path, seed: int) -> None:
+    def __init__(self, root: Path, photos_dir: Path | None, seed: int) -> None:
         self.root = root
         self.rng = random.Random(seed)
-        self.photos = sorted(p for p in photos_dir.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-        if not self.photos:
-            raise FileNotFoundError(f"no photos in {photos_dir}")
+        self.photos: list[Path] = []
+        if photos_dir is not None:
+            self.photos = sorted(
+                p for p in photos_dir.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES
+            )
+            if not self.photos:
+                raise FileNotFoundError(f"no photos in {photos_dir}")
         self._bases: dict[int, Image.Image] = {}
         self.expected: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
@@ -162,6 +168,11 @@ class _Builder:
 
     def base(self, i: int) -> Image.Image:
         """Photo ``i`` (mod the corpus) decoded small, upright, RGB; cached."""
+        if not self.photos:
+            i %= DRAWN
+            if i not in self._bases:
+                self._bases[i] = _drawn(i)
+            return self._bases[i]
         i %= len(self.photos)
         if i not in self._bases:
             with _open_photo(self.photos[i]) as im:
@@ -220,7 +231,7 @@ class _Builder:
 
 
 def build_sample_tree(
-    dest: Path, photos_dir: Path, *, n: int | None = None, seed: int = 0
+    dest: Path, photos_dir: Path | None = None, *, n: int | None = None, seed: int = 0
 ) -> SampleManifest:
     """Write a messy legacy media tree into ``dest`` (which must be absent or empty).
 
@@ -235,7 +246,7 @@ def build_sample_tree(
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest} is not empty")
     dest.mkdir(parents=True, exist_ok=True)
-    b = _Builder(dest, Path(photos_dir), seed)
+    b = _Builder(dest, Path(photos_dir) if photos_dir is not None else None, seed)
     outside = dest.parent / f"{dest.name}-outside.jpg"
     outside.write_bytes(b.jpeg(0, 120))
     _fixed_tree(b, outside)
@@ -251,6 +262,35 @@ def build_sample_tree(
         legacy_values=tuple(b.values),
         notes=tuple(b.notes),
     )
+
+
+DRAWN = 24
+"""Distinct drawn pictures when no photos are given (crops and sizes vary them further)."""
+
+
+def _drawn(i: int) -> Image.Image:
+    """A deterministic picture: a two-colour gradient, blurred shapes, film grain."""
+    rng = random.Random(f"drawn-{i}")
+    w, h = BASE_SIZE, rng.choice((360, 427, 480, 640))
+
+    def colour() -> tuple[int, int, int]:
+        return (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+
+    top, bottom = colour(), colour()
+    img = Image.composite(
+        Image.new("RGB", (w, h), top),
+        Image.new("RGB", (w, h), bottom),
+        Image.linear_gradient("L").resize((w, h)),
+    )
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.randint(12, 30)):
+        x, y = rng.randrange(-w // 4, w), rng.randrange(-h // 4, h)
+        dx, dy = rng.randrange(20, w // 2), rng.randrange(20, h // 2)
+        shape = draw.ellipse if rng.random() < 0.6 else draw.rectangle
+        shape((x, y, x + dx, y + dy), fill=colour())
+    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(1.5, 6)))
+    grain = Image.effect_noise((w, h), rng.uniform(8, 24)).convert("RGB")
+    return Image.blend(img, grain, 0.12)
 
 
 @contextlib.contextmanager

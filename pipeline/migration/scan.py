@@ -27,6 +27,11 @@ Why it looks like this:
   32 MiB) while the probe refuses it for any reason other than "not an image", since a
   JPEG may carry a 400 KB ICC profile before its frame header and Pillow parses a WebP
   only when it is whole.
+* **Re-runs read nothing.** Every file entry carries its ``mtime_ns``; a caller that kept
+  a previous scan passes ``reuse``, asked with ``(path, size, mtime_ns)`` before a file is
+  opened, and an entry it returns stands for the file (the rsync rule: same size and
+  modification time, same content). A second scan of an unchanged tree is a walk of
+  ``stat`` calls.
 * **Truncation.** A header probe cannot see a missing end, and a full decode here would
   cost as much as the processing itself. So the scan does a cheap structural check on the
   bytes it streams anyway: a JPEG must have its end-of-image marker (``FF D9``) in its
@@ -56,6 +61,7 @@ __all__ = [
     "Kind",
     "Probe",
     "ProbedImage",
+    "Reuse",
     "ScanEntry",
     "default_probe",
     "scan",
@@ -117,7 +123,9 @@ class ScanEntry:
     says why a path is not an image ("junk: .DS_Store", "truncated JPEG", ...). Entries
     for directories (a hidden folder, a loop) carry size 0 and no checksum. ``via_link``
     is True when the path goes through a symbolic link (the file itself or a folder above
-    it): de-duplication prefers a real path over such an alias.
+    it): de-duplication prefers a real path over such an alias. ``mtime_ns`` is the file's
+    modification time (the link target's, for a link), None for directories and for files
+    that could not be stat-ed.
     """
 
     path: str
@@ -130,6 +138,7 @@ class ScanEntry:
     height: int | None = None
     reason: str | None = None
     via_link: bool = False
+    mtime_ns: int | None = None
 
     @property
     def is_image(self) -> bool:
@@ -155,6 +164,9 @@ Probe = Callable[[bytes], ProbedImage]
 By convention (``pipeline.errors``) a reason starting with "not an image" means the bytes
 are some other kind of file; any other reason means a broken or refused image.
 """
+
+Reuse = Callable[[str, int, int], "ScanEntry | None"]
+"""``(path, size, mtime_ns)`` -> an earlier entry for that file, or None to read it."""
 
 
 def default_probe(data: bytes) -> ProbedImage:
@@ -185,6 +197,7 @@ class _Walk:
     probe: Probe
     max_depth: int
     checksum_all: bool
+    reuse: Reuse | None = None
     stack: list[_Frame] = field(default_factory=list)
     on_path: set[tuple[int, int]] = field(default_factory=set)
 
@@ -195,12 +208,14 @@ def scan(
     probe: Probe | None = None,
     max_depth: int = 64,
     checksum_all: bool = True,
+    reuse: Reuse | None = None,
 ) -> Iterator[ScanEntry]:
     """Yield one ``ScanEntry`` per file (and per skipped directory) under ``root``, lazily.
 
     ``probe`` defaults to ``pipeline.imaging.probe``; tests and tools may pass another.
     ``checksum_all=False`` stops reading a file as soon as it is known not to be an image
     (no checksums for not-images), for trees full of large non-image files.
+    ``reuse`` lets a re-scan skip reading unchanged files (see the module docstring).
     Raises ``NotADirectoryError`` if ``root`` is not a directory.
     """
     root_real = os.path.realpath(root)
@@ -212,6 +227,7 @@ def scan(
             probe=probe or default_probe,
             max_depth=max_depth,
             checksum_all=checksum_all,
+            reuse=reuse,
         )
     )
 
@@ -303,8 +319,9 @@ def _visit(w: _Walk, frame: _Frame, entry: os.DirEntry[str]) -> Iterator[ScanEnt
     if not stat.S_ISREG(st.st_mode):
         yield _rejected(rel, "not a regular file")
         return
-    found = _scan_file(w, rel, real_path, st.st_size)
-    yield dataclasses.replace(found, via_link=True) if via_link else found
+    known = w.reuse(rel, st.st_size, st.st_mtime_ns) if w.reuse and st.st_size else None
+    found = known or _scan_file(w, rel, real_path, st.st_size)
+    yield dataclasses.replace(found, path=rel, via_link=via_link, mtime_ns=st.st_mtime_ns)
 
 
 def _scan_file(w: _Walk, rel: str, real_path: str, size: int) -> ScanEntry:

@@ -2,3 +2,4 @@
 
 from .cdn import *  # noqa: F403
 from .media import *  # noqa: F403
+from .migration import *  # noqa: F403

@@ -1,0 +1,218 @@
+"""Migrate a legacy media folder: upload, standardize, de-duplicate, re-link, process.
+
+    python manage.py migrate_media /srv/old-site/media --model shop.Product.image
+    python manage.py migrate_media /srv/old-site/media --model shop.Product.image --dry-run
+    python manage.py migrate_media /srv/old-site/media --resume 12
+
+The scan runs here; the chunks run in the Celery workers, which read the files from the
+same path (mount the folder at the same place on every worker host, read-only is enough).
+Without a broker (no REDIS_URL) everything runs in this process. Running the same command
+again continues an unfinished run of the folder, or, after a finished one, checks that
+nothing changed (quickly: unchanged files are not read again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from pipeline.migration import services
+from pipeline.migration.report import Report
+from pipeline.models import MigrationRun
+
+POLL = 0.25  # seconds between two looks at a run's progress
+
+Run = MigrationRun.State
+
+
+class Command(BaseCommand):
+    help = "Migrate a legacy MEDIA_ROOT to the primary bucket and re-link the database rows."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("source", help="the legacy media folder (workers must see it too)")
+        parser.add_argument(
+            "--model",
+            action="append",
+            default=[],
+            dest="targets",
+            metavar="APP.MODEL.FIELD",
+            help="a MediaImageField whose rows hold legacy paths (repeatable)",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="write nothing anywhere; print the report"
+        )
+        parser.add_argument(
+            "--orphans",
+            choices=["import", "skip"],
+            default="import",
+            help="images no row refers to: import them into the media library (default)",
+        )
+        parser.add_argument(
+            "--no-process", action="store_true", help="upload and re-link only; render nothing"
+        )
+        parser.add_argument("--resume", type=int, metavar="RUN_ID", help="continue this run")
+        parser.add_argument(
+            "--detach", action="store_true", help="start the run in the workers and return"
+        )
+        parser.add_argument("--report", type=Path, metavar="FILE", help="write the report as JSON")
+        parser.add_argument(
+            "--media-url",
+            help="the old site's MEDIA_URL, as rows spell it (default: settings.MEDIA_URL)",
+        )
+        parser.add_argument(
+            "--old-media-root",
+            action="append",
+            default=[],
+            dest="media_roots",
+            metavar="PATH",
+            help="an absolute MEDIA_ROOT that rows may hold in full (repeatable)",
+        )
+        parser.add_argument("--chunk-size", type=int, help="files per chunk task")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        source = Path(options["source"]).expanduser()
+        if not source.is_dir():
+            raise CommandError(f"not a folder: {source}")
+        try:
+            opts = services.Options.build(
+                targets=options["targets"],
+                orphans=options["orphans"],
+                process=not options["no_process"],
+                media_url=options["media_url"],
+                media_roots=options["media_roots"],
+                chunk_size=options["chunk_size"],
+            )
+        except ValueError as e:
+            raise CommandError(str(e)) from e
+        eager = services.is_eager()
+        if eager:
+            self.stderr.write("No broker (REDIS_URL unset): the migration runs in this process.")
+            if options["detach"]:
+                self.stderr.write("--detach needs workers: running here instead.")
+        if options["dry_run"]:
+            report = self._dry_run(str(source), opts)
+        else:
+            run = self._run_for(str(source), opts, options["resume"])
+            if options["detach"] and not eager:
+                self._detach(run)
+                return
+            report = self._follow(run)
+        self.stdout.write(report.render_table())
+        if options["report"]:
+            options["report"].write_text(report.to_json() + "\n", encoding="utf-8")
+            self.stderr.write(f"Report written to {options['report']}")
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def _run_for(self, source: str, opts: services.Options, resume: int | None) -> MigrationRun:
+        if resume is not None:
+            run = MigrationRun.objects.filter(pk=resume).first()
+            if run is None:
+                raise CommandError(f"no migration run {resume}")
+            if Path(run.source) != Path(source).resolve():
+                raise CommandError(f"run {resume} migrated {run.source}, not {source}")
+        else:
+            run = services.migration_find_resumable(source=source)
+        if run is None:
+            run = services.migration_create(source=source, options=opts)
+            self.stderr.write(f"Migration run {run.pk} of {run.source}")
+            return run
+        if run.options != opts.to_json() and resume is None:
+            self.stderr.write(f"Run {run.pk} has other options; it continues with its own.")
+        if run.state != Run.DONE:
+            self.stderr.write(f"Resuming migration run {run.pk} ({run.get_state_display()})")
+            services.migration_requeue(run_id=run.pk)
+        return run
+
+    def _detach(self, run: MigrationRun) -> None:
+        services.migration_detach(run_id=run.pk)
+        self.stdout.write(
+            f"Migration run {run.pk} continues in the workers. Follow it in the admin, or "
+            f"with: python manage.py migrate_media {run.source} --resume {run.pk}"
+        )
+
+    def _follow(self, run: MigrationRun) -> Report:
+        run_id = run.pk
+        started = time.monotonic()
+        try:
+            if _state(run_id) == Run.SCANNING:
+                with self._step("scanned"), _bar("scan", "file") as bar:
+                    services.migration_scan(run_id=run_id, progress=_counter(bar))
+            if _state(run_id) == Run.PLANNING:
+                with self._step("planned"):
+                    services.migration_plan(run_id=run_id)
+            if _state(run_id) == Run.RUNNING:
+                with self._step("uploaded and linked"):
+                    self._upload(run_id)
+            if _state(run_id) == Run.PROCESSING:
+                with self._step("processed"):
+                    self._process(run_id)
+        except KeyboardInterrupt:
+            raise CommandError(
+                f"Interrupted. Run {run_id} is kept: run the same command again to continue."
+            ) from None
+        report = services.migration_report(run_id=run_id)
+        if _state(run_id) != Run.DONE:  # pragma: no cover - a worker failed the run
+            raise CommandError(f"run {run_id} did not finish: {_state(run_id)}")
+        self.stderr.write(f"Finished in {time.monotonic() - started:.1f} s")
+        return report
+
+    @contextlib.contextmanager
+    def _step(self, done: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        self.stderr.write(f"  {done} in {time.monotonic() - started:.1f} s")
+
+    def _upload(self, run_id: int) -> None:
+        progress = services.migration_progress(run_id=run_id)
+        with _bar("upload", "object", total=progress.objects_total) as bar:
+            if services.is_eager():
+                while (chunk := services.migration_claim_chunk(run_id=run_id)) is not None:
+                    services.migration_run_chunk(chunk_id=chunk)
+                    _show(bar, services.migration_progress(run_id=run_id).objects_done)
+                services.migration_advance(run_id=run_id)
+                return
+            services.migration_top_up(run_id=run_id)
+            while _state(run_id) == Run.RUNNING:
+                time.sleep(POLL)
+                # Watching also drives: stale chunks are published again, a run whose last
+                # chunk finished moves on (if its own trigger was lost).
+                services.migration_top_up(run_id=run_id)
+                _show(bar, services.migration_progress(run_id=run_id).objects_done)
+
+    def _process(self, run_id: int) -> None:
+        progress = services.migration_progress(run_id=run_id)
+        with _bar("process", "row", total=progress.rows_total) as bar:
+            while services.migration_advance(run_id=run_id) == Run.PROCESSING:
+                _show(bar, services.migration_progress(run_id=run_id).rows_settled)
+                time.sleep(POLL * 2)
+            _show(bar, bar.total)
+
+    def _dry_run(self, source: str, opts: services.Options) -> Report:
+        with _bar("scan", "file") as bar:
+            return services.dry_run(source=source, options=opts, progress=_counter(bar))
+
+
+def _state(run_id: int) -> str:
+    return MigrationRun.objects.values_list("state", flat=True).get(pk=run_id)
+
+
+def _bar(desc: str, unit: str, total: int | None = None) -> tqdm:
+    # On stderr, and only on a terminal: stdout carries the report.
+    return tqdm(desc=desc, unit=unit, total=total, file=sys.stderr, disable=None, leave=True)
+
+
+def _counter(bar: tqdm) -> Any:
+    return lambda n: _show(bar, n)
+
+
+def _show(bar: tqdm, n: int | None) -> None:
+    if n is not None and n != bar.n:
+        bar.update(n - bar.n)

@@ -1,0 +1,51 @@
+"""Celery tasks of the bulk migration (routed to the ``migration`` queue): ids in, one
+service call each, transient errors retried with backoff.
+
+Every task is idempotent: a chunk records its outcomes with conditional updates and is
+marked done last, so ``acks_late`` redelivery after a killed worker simply runs it again.
+Nobody reads their results.
+"""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+
+from pipeline.conf import pipeline_settings
+from pipeline.errors import TransientError
+from pipeline.migration import services
+
+
+@shared_task(
+    bind=True, name="pipeline.migration.tasks.run_chunk", max_retries=None, ignore_result=True
+)
+def run_chunk(self: Task, chunk_id: int) -> None:
+    """Upload, re-link and import one chunk, then top the queue up again."""
+    try:
+        services.migration_run_chunk(chunk_id=chunk_id)
+    except TransientError as e:
+        if self.request.retries >= pipeline_settings()["MAX_RETRIES"]:
+            raise  # the chunk stays queued; the coordinator publishes it again later
+        from pipeline.tasks import backoff  # imported late: pipeline.tasks imports us
+
+        raise self.retry(exc=e, countdown=backoff(self.request.retries)) from e
+
+
+@shared_task(name="pipeline.migration.tasks.coordinate", ignore_result=True)
+def coordinate(run_id: int) -> None:
+    """Fill the queue with chunk tasks, or follow a processing run until it is done."""
+    services.migration_coordinate(run_id=run_id)
+
+
+@shared_task(
+    name="pipeline.migration.tasks.start_run",
+    ignore_result=True,
+    # A scan of a large tree is long: acknowledged on receipt, so that it is never
+    # redelivered to a second worker while it runs (a lost scan is resumed by re-running
+    # the command), and not bound by the short limits of the other tasks.
+    acks_late=False,
+    soft_time_limit=24 * 3600,
+    time_limit=24 * 3600 + 60,
+)
+def start_run(run_id: int) -> None:
+    """Scan, plan and fan out a run created with ``--detach``."""
+    services.migration_start(run_id=run_id)

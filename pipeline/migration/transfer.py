@@ -1,0 +1,189 @@
+"""Put a chunk's originals in the primary bucket, many at a time, skipping those already there.
+
+No rows are written here (``services`` records the outcomes); this module only moves
+bytes, and wastes none of the S3 server's capacity:
+
+* **Existence by listing.** A chunk's keys are consecutive in key order, so one paginated
+  listing of the range they span (``StartAfter`` the first, stop past the last) tells
+  which exist: one request per 1,000 keys instead of one HEAD per key; none at all when
+  the prefix was empty at planning (a first migration). Local folders (the embedded
+  default) are not listed in key order; there a ``stat`` per key is cheap.
+* **Same content, no upload.** An object found at the key is compared by its ETag when
+  that is an MD5 (every single-part upload, ``aws s3 cp`` of files under 8 MB included),
+  else by size and then by reading it back (multipart ETags, local folders). A different
+  object at the key is never overwritten: the file fails with that reason.
+* **Concurrent uploads, one client.** Uploads run on a thread pool that lives as long as
+  the worker process, all threads sharing the storage's boto3 client (thread-safe) and its
+  connection pool; the pool is never larger than the client's ``max_pool_connections``.
+* **What is uploaded is what was scanned.** Each file is read once, inside the tree (a
+  path that became a link out of it is refused), and its sha256 checked against the scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.files.storage import Storage
+
+from pipeline import storage
+from pipeline.errors import PermanentError
+
+__all__ = ["Outcome", "Upload", "content_type_for", "transfer"]
+
+_MD5 = re.compile(r"[0-9a-f]{32}")
+
+CONTENT_TYPES = {
+    "jpeg": "image/jpeg",
+    "mpo": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "tiff": "image/tiff",
+    "bmp": "image/bmp",
+    "avif": "image/avif",
+    "heif": "image/heif",
+    "heic": "image/heic",
+}
+
+
+def content_type_for(fmt: str) -> str:
+    return CONTENT_TYPES.get(fmt.lower(), "application/octet-stream")
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One original to store: where it is read from, where it goes, what it must be."""
+
+    item_id: int
+    path: str  # relative to the source root, as scanned
+    key: str
+    sha256: str
+    md5: str | None
+    size: int
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    item_id: int
+    state: str  # "uploaded", "present" or "failed" (MigrationItem.State values)
+    error: str = ""
+
+
+def transfer(
+    target: Storage,
+    root: str,
+    uploads: Sequence[Upload],
+    *,
+    threads: int,
+    dry_run: bool = False,
+    look: bool = True,
+) -> list[Outcome]:
+    """Store every upload that is not already in ``target``; one outcome per upload.
+
+    ``dry_run`` checks what exists (reads only) and reports the rest as "uploaded".
+    ``look=False`` skips the existence check: the caller knows the keys' prefix was empty
+    (a first migration), so the listing could only find what this run wrote itself.
+    Raises ``StorageUnavailable`` (transient) when the bucket cannot be reached; the
+    caller retries the whole chunk, which is idempotent.
+    """
+    if not uploads:
+        return []
+    found = _existing(target, [u.key for u in uploads]) if look else {}
+    outcomes: list[Outcome] = []
+    missing: list[Upload] = []
+    for u in uploads:
+        info = found.get(u.key)
+        if info is None:
+            missing.append(u)
+        elif _same_content(target, info, u):
+            outcomes.append(Outcome(u.item_id, "present"))
+        else:
+            outcomes.append(
+                Outcome(u.item_id, "failed", f"a different object is already at {u.key}")
+            )
+    if dry_run:
+        return outcomes + [Outcome(u.item_id, "uploaded") for u in missing]
+    client = _shared_client(target)
+    workers = storage.thread_pool(_pool_size(client, threads))
+    outcomes += workers.map(lambda u: _put(target, client, root, u), missing)
+    return outcomes
+
+
+def _existing(target: Storage, keys: list[str]) -> dict[str, storage.ObjectInfo]:
+    """The objects among ``keys`` that exist (by listing their key range on S3)."""
+    if not _is_bucket(target):
+        return {k: info for k in keys if (info := storage.head(target, k)) is not None}
+    ordered = sorted(keys)
+    first, last = ordered[0], ordered[-1]
+    wanted = set(ordered)
+    found: dict[str, storage.ObjectInfo] = {}
+    prefix = _common_prefix(first, last)
+    for info in storage.list_objects(target, prefix, start_after=first[:-1]):
+        if info.key > last:
+            break  # S3 lists in key order: nothing further is ours
+        if info.key in wanted:
+            found[info.key] = info
+    return found
+
+
+def _common_prefix(a: str, b: str) -> str:
+    """The longest string both keys start with (character by character, not by folder)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def _same_content(target: Storage, info: storage.ObjectInfo, u: Upload) -> bool:
+    if info.etag and _MD5.fullmatch(info.etag) and u.md5:
+        return info.etag == u.md5
+    if info.size != u.size:
+        return False
+    return hashlib.sha256(storage.read(target, u.key)).hexdigest() == u.sha256
+
+
+def _put(target: Storage, client: Any, root: str, u: Upload) -> Outcome:
+    try:
+        data = _read_inside(root, u.path)
+    except OSError as e:
+        return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
+    except PermanentError as e:
+        return Outcome(u.item_id, "failed", e.reason)
+    if hashlib.sha256(data).hexdigest() != u.sha256:
+        return Outcome(u.item_id, "failed", "changed since the scan (run the migration again)")
+    storage.write(target, u.key, data, content_type=content_type_for(u.format), client=client)
+    return Outcome(u.item_id, "uploaded")
+
+
+def _read_inside(root: str, rel: str) -> bytes:
+    path = os.path.join(root, *rel.split("/"))
+    real = os.path.realpath(path)
+    if not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise PermanentError("link outside the tree")
+    with open(real, "rb") as f:
+        return f.read()
+
+
+def _is_bucket(target: Storage) -> bool:
+    """An S3 storage (django-storages): listed in key order, reached through a client."""
+    # On the class: the instance's ``connection`` property builds a per-thread client.
+    return hasattr(target, "bucket_name") and hasattr(type(target), "connection")
+
+
+def _shared_client(target: Storage) -> Any:
+    return target.connection.meta.client if _is_bucket(target) else None
+
+
+def _pool_size(client: Any, wanted: int) -> int:
+    if client is None:
+        return max(1, wanted)
+    connections = getattr(client.meta.config, "max_pool_connections", None) or 10
+    return max(1, min(wanted, connections))

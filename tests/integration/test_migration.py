@@ -1,0 +1,340 @@
+"""The bulk migration end to end: real worker, real Redis, moto over HTTP, a messy tree.
+
+The expected outcome is computed independently with phase 1's pure ``plan`` (keys, copies
+folded, what each legacy value resolves to) and compared with what the run did to the
+database and the buckets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.signals import before_task_publish
+from django.core.management import call_command
+
+from demo.models import Photo
+from pipeline.fields import Status
+from pipeline.migration.plan import Plan, plan
+from pipeline.migration.report import Report
+from pipeline.migration.sample import SampleManifest, build_sample_tree
+from pipeline.migration.scan import Kind, scan
+from pipeline.models import MediaAsset, MigrationChunk, MigrationRun
+from tests.conftest import CORPUS, database_url_for_worker, wait_for
+from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+MODEL = "demo.Photo.image"
+
+
+@dataclass
+class Legacy:
+    """The legacy tree, the rows created for it, and what phase 1 says should happen."""
+
+    sample: SampleManifest
+    plan: Plan
+    rows: dict[int, str]  # Photo pk -> legacy value
+
+    @property
+    def root(self) -> Path:
+        return self.sample.root
+
+    def expected_key(self, value: str) -> str | None:
+        return self.plan.resolve(value).key
+
+    @property
+    def referenced(self) -> set[str]:
+        return {k for v in self.rows.values() if (k := self.expected_key(v))}
+
+    @property
+    def keys(self) -> set[str]:
+        return {o.key for o in self.plan.objects}
+
+    @property
+    def dangling(self) -> dict[int, str]:
+        return {pk: v for pk, v in self.rows.items() if v.strip() and self.expected_key(v) is None}
+
+
+@pytest.fixture
+def legacy(tmp_path: Path) -> Legacy:
+    sample = build_sample_tree(tmp_path / "legacy" / "media", CORPUS)
+    rows = Photo.objects.bulk_create(
+        Photo(title=f"legacy {i} {v.style}", image=v.value)
+        for i, v in enumerate(sample.legacy_values)
+    )
+    return Legacy(sample, plan(scan(sample.root)), {r.pk: r.image.name for r in rows})
+
+
+@pytest.fixture
+def published() -> Any:
+    """Names of the tasks this process publishes."""
+    sent: list[str] = []
+
+    def record(sender: str, **kwargs: Any) -> None:
+        sent.append(sender)
+
+    before_task_publish.connect(record, weak=False)
+    yield sent
+    before_task_publish.disconnect(record)
+
+
+def migrate(*args: str, report_file: Path | None = None) -> tuple[Report, str]:
+    out, err = io.StringIO(), io.StringIO()
+    extra = ["--report", str(report_file)] if report_file else []
+    call_command("migrate_media", *args, *extra, stdout=out, stderr=err)
+    text = out.getvalue()
+    if report_file:
+        return Report.from_dict(json.loads(report_file.read_text())), text
+    return Report(), text
+
+
+def bucket(s3: Any, name: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+    objects: dict[str, dict[str, Any]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix):
+        objects.update({o["Key"]: o for o in page.get("Contents", ())})
+    return objects
+
+
+def photo_state() -> dict[int, tuple[str, str, int]]:
+    return {p.pk: (p.image.name, p.image_status, p.image_revision) for p in Photo.objects.all()}
+
+
+def assert_counts(report: Report, legacy: Legacy) -> None:
+    counts = legacy.sample.counts
+    assert report.files_scanned == len(legacy.sample.expected)
+    assert report.images == counts[Kind.IMAGE]
+    assert report.junk_skipped == counts[Kind.JUNK]
+    assert report.not_images == counts[Kind.NOT_IMAGE]
+    assert report.rejected_count == counts[Kind.REJECTED]
+    assert report.rejected["link outside the tree"] == ["links/outside.jpg"]
+    assert report.rejected["truncated JPEG"] == ["broken/truncated.jpg"]
+    assert "links/loop" in report.rejected["link loop: points to an enclosing folder"]
+    assert report.duplicates_folded == counts["duplicates"]
+    assert report.uploaded + report.already_present == counts["unique_images"]
+    assert report.failed == {}
+    values = {d.value: d.reason for d in report.dangling}
+    assert set(values) == set(legacy.dangling.values())
+    assert values["../etc/passwd"] == "escapes the media root"
+    assert values["broken/truncated.jpg"] == "refers to a rejected file: truncated JPEG"
+    image_bytes = sum((legacy.root / p).stat().st_size for p in legacy.sample.image_paths)
+    assert report.bytes_before == image_bytes
+
+
+def test_migrates_a_messy_tree_and_a_second_run_changes_nothing(
+    celery_worker, s3, clean_buckets, legacy, tmp_path
+):
+    # Two originals were copied to the bucket by hand before: linked, not uploaded again.
+    by_hand = ["Photos/Summer 2019/beach.jpeg", "products/logo.gif"]
+    for path in by_hand:
+        s3.put_object(
+            Bucket=PRIMARY_BUCKET,
+            Key=legacy.plan.key_for(path),
+            Body=(legacy.root / path).read_bytes(),
+            Metadata={"copied": "by-hand"},
+        )
+
+    report, table = migrate(str(legacy.root), "--model", MODEL, report_file=tmp_path / "r.json")
+
+    assert_counts(report, legacy)
+    assert report.already_present == 2
+    assert report.uploaded == len(legacy.keys) - 2
+    assert report.rows_relinked == len(legacy.rows) - len(legacy.dangling) - 1  # one is empty
+    orphans = legacy.keys - legacy.referenced
+    assert report.orphans_imported == len(orphans) > 0
+    assert report.variants_generated > 0 and report.bytes_after > 0
+    assert "rows re-linked" in table and "escapes the media root" in table
+
+    # Every row points at its standardized key and was processed; dangling rows untouched.
+    for pk, value in legacy.rows.items():
+        photo = Photo.objects.get(pk=pk)
+        expected = legacy.expected_key(value)
+        if expected:
+            assert photo.image.name == expected, value
+            assert photo.image_status == Status.READY, (value, photo.image_error)
+            entries = [photo.image_manifest["original"], *photo.image_manifest["variants"]]
+            public = bucket(s3, PUBLIC_BUCKET, f"media/{entries[0]['key'].split('/')[1]}/")
+            assert {e["key"] for e in entries} <= set(public)
+        else:
+            assert photo.image.name == value and photo.image_status == Status.EMPTY
+
+    # One object per distinct content, byte for byte; the hand copies were not rewritten.
+    primary = bucket(s3, PRIMARY_BUCKET)
+    assert set(primary) == legacy.keys
+    for obj in legacy.plan.objects:
+        body = s3.get_object(Bucket=PRIMARY_BUCKET, Key=obj.key)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == obj.sha256
+    for path in by_hand:
+        head = s3.head_object(Bucket=PRIMARY_BUCKET, Key=legacy.plan.key_for(path))
+        assert head["Metadata"] == {"copied": "by-hand"}
+    # The link out of the tree was never followed: its target's bytes are nowhere.
+    outside_md5 = hashlib.md5(legacy.sample.outside.read_bytes()).hexdigest()
+    assert outside_md5 not in {o["ETag"].strip('"') for o in primary.values()}
+
+    # Orphans became media library rows, processed like any other.
+    assets = {a.image.name: a for a in MediaAsset.objects.all()}
+    assert set(assets) == orphans
+    assert all(a.image_status == Status.READY for a in assets.values())
+
+    # The second run: the same report, nothing done, nothing read again, no chunk.
+    before = photo_state()
+    second, _ = migrate(str(legacy.root), "--model", MODEL, report_file=tmp_path / "r2.json")
+    assert_counts(second, legacy)
+    assert (second.uploaded, second.already_present) == (0, len(legacy.keys))
+    assert (second.rows_relinked, second.orphans_imported, second.variants_generated) == (0, 0, 0)
+    assert photo_state() == before
+    assert MediaAsset.objects.count() == len(orphans)
+    assert set(bucket(s3, PRIMARY_BUCKET)) == legacy.keys
+    run = MigrationRun.objects.order_by("-pk").first()
+    assert run.state == MigrationRun.State.DONE
+    assert not MigrationChunk.objects.filter(run=run).exists()
+    assert second.duration < report.duration
+
+
+def test_dry_run_writes_nothing_and_reports_what_the_run_then_does(
+    celery_worker, s3, clean_buckets, legacy, published
+):
+    options = ("--model", MODEL, "--no-process")
+    out = io.StringIO()
+    call_command("migrate_media", str(legacy.root), *options, "--dry-run", stdout=out)
+    dry_table = out.getvalue()
+
+    assert "dry run: nothing written" in dry_table
+    assert not MigrationRun.objects.exists() and not MediaAsset.objects.exists()
+    assert bucket(s3, PRIMARY_BUCKET) == {} and bucket(s3, PUBLIC_BUCKET) == {}
+    assert {pk: v for pk, (v, _s, _r) in photo_state().items()} == legacy.rows
+    assert published == []
+
+    _, real_table = migrate(str(legacy.root), *options)
+    assert_counts(_report(), legacy)
+    # The same counters, line for line (durations aside).
+    assert _counters(dry_table) == _counters(real_table)
+    # --no-process: rows re-linked but nothing rendered, nothing queued for it.
+    assert "pipeline.tasks.process_media" not in published
+    linked = [p for p in Photo.objects.all() if p.image.name.startswith("legacy/")]
+    assert linked and all(p.image_status == Status.EMPTY for p in linked)
+
+    # Running again with processing renders exactly those rows (and the orphans).
+    migrate(str(legacy.root), "--model", MODEL)
+    for photo in Photo.objects.filter(pk__in=[p.pk for p in linked]):
+        assert photo.image_status == Status.READY, photo.image_error
+    assert all(a.image_status == Status.READY for a in MediaAsset.objects.all())
+
+
+def _report() -> Report:
+    return Report.from_dict(MigrationRun.objects.get().report)
+
+
+def _counters(table: str) -> list[str]:
+    skip = ("Media migration", "duration", "throughput", "bytes after", "variants generated")
+    return [line for line in table.splitlines() if not line.startswith(skip)]
+
+
+def test_killed_command_and_workers_then_run_again_completes_without_duplicates(
+    celery_worker, s3, clean_buckets, legacy
+):
+    from workers import app
+
+    env = {**os.environ, "DATABASE_URL": database_url_for_worker(), "PYTHONUNBUFFERED": "1"}
+    args = [str(legacy.root), "--model", MODEL, "--chunk-size", "1"]
+    command = subprocess.Popen(
+        [sys.executable, "manage.py", "migrate_media", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: MigrationChunk.objects.filter(state=MigrationChunk.State.DONE).count() >= 2,
+            timeout=90,
+            what="the first chunks to finish",
+        )
+    finally:
+        command.send_signal(signal.SIGKILL)
+        command.wait()
+    # Kill every worker child (the tasks they run die with them) and drop every message
+    # still in the broker: the worst case of a crash.
+    for pid in celery_worker.child_pids():
+        os.kill(pid, signal.SIGKILL)
+    app.control.purge()
+    run = MigrationRun.objects.get()
+    assert run.state != MigrationRun.State.DONE
+
+    report, _ = migrate(*args, report_file=legacy.root.parent / "report.json")  # resumes
+
+    assert MigrationRun.objects.count() == 1
+    assert MigrationRun.objects.get().state == MigrationRun.State.DONE
+    assert_counts(report, legacy)
+    assert set(bucket(s3, PRIMARY_BUCKET)) == legacy.keys  # no second object
+    assert MediaAsset.objects.count() == len(legacy.keys - legacy.referenced)  # no second row
+    for pk, value in legacy.rows.items():
+        expected = legacy.expected_key(value)
+        if expected:
+            photo = Photo.objects.get(pk=pk)
+            assert (photo.image.name, photo.image_status) == (expected, Status.READY)
+            # One set of rendered outputs, whatever ran twice.
+            entries = [photo.image_manifest["original"], *photo.image_manifest["variants"]]
+            identity = f"demo.photo-{pk}/"
+            public = {k for k in bucket(s3, PUBLIC_BUCKET, "media/") if f"/{identity}" in k}
+            assert public == {e["key"] for e in entries}
+
+
+def test_detached_run_finishes_in_the_workers_and_stores_its_report(
+    celery_worker, s3, clean_buckets, legacy
+):
+    out = io.StringIO()
+    call_command("migrate_media", str(legacy.root), "--model", MODEL, "--detach", stdout=out)
+    run = MigrationRun.objects.get()
+    assert f"--resume {run.pk}" in out.getvalue()
+
+    def done() -> MigrationRun | None:
+        fresh = MigrationRun.objects.get(pk=run.pk)
+        return fresh if fresh.state == MigrationRun.State.DONE else None
+
+    finished = wait_for(done, timeout=180, what="the detached run to finish")
+    report = Report.from_dict(finished.report)
+    assert_counts(report, legacy)
+    assert report.variants_generated > 0
+    assert set(bucket(s3, PRIMARY_BUCKET)) == legacy.keys
+    assert all(
+        Photo.objects.get(pk=pk).image_status == Status.READY
+        for pk, value in legacy.rows.items()
+        if legacy.expected_key(value)
+    )
+    # Following it afterwards just prints the stored report.
+    _, table = migrate(str(legacy.root), "--resume", str(run.pk))
+    assert f"run {run.pk}" in table and "rows re-linked" in table
+
+
+def test_a_row_edited_during_the_migration_is_left_as_it_is(s3, clean_buckets, legacy):
+    from pipeline.migration import services
+
+    opts = services.Options.build(targets=[MODEL], process=False)
+    run = services.migration_create(source=str(legacy.root), options=opts)
+    services.migration_scan(run_id=run.pk)
+    services.migration_plan(run_id=run.pk)
+    edited, value = next((pk, v) for pk, v in legacy.rows.items() if legacy.expected_key(v))
+    Photo.objects.filter(pk=edited).update(image="photos/a-new-upload-0123456789ab.jpg")
+
+    while (chunk := services.migration_claim_chunk(run_id=run.pk)) is not None:
+        services.migration_run_chunk(chunk_id=chunk)
+    services.migration_advance(run_id=run.pk)
+
+    assert Photo.objects.get(pk=edited).image.name == "photos/a-new-upload-0123456789ab.jpg"
+    report = services.migration_report(run_id=run.pk)
+    reasons = {d.value: d.reason for d in report.dangling}
+    assert reasons[value] == "the row changed during the migration; left as it is"
+    others = [pk for pk, v in legacy.rows.items() if legacy.expected_key(v) and pk != edited]
+    assert all(
+        Photo.objects.get(pk=pk).image.name == legacy.expected_key(legacy.rows[pk]) for pk in others
+    )

@@ -1,0 +1,207 @@
+"""The stored scan and the planning queries of a run, checked against phase 1's pure rules.
+
+No worker and no bucket here: a run is scanned and planned in the database, and what the
+queries decided is compared with ``plan.plan`` over the same tree.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db.models import Sum
+from django.utils import timezone
+
+from demo.models import Photo
+from pipeline.migration import services
+from pipeline.migration.plan import plan, standard_key
+from pipeline.migration.sample import build_sample_tree
+from pipeline.migration.scan import Kind, scan
+from pipeline.models import MigrationChunk, MigrationItem, MigrationLink, MigrationRun
+from tests.conftest import CORPUS
+
+pytestmark = pytest.mark.django_db
+
+Item = MigrationItem.State
+
+
+def planned_run(root: Path, **options: Any) -> MigrationRun:
+    opts = services.Options.build(**options)
+    run = services.migration_create(source=str(root), options=opts)
+    services.migration_scan(run_id=run.pk)
+    services.migration_plan(run_id=run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def keys_by_path(run: MigrationRun) -> dict[str, str]:
+    return dict(MigrationItem.objects.filter(run=run, kind=Kind.IMAGE).values_list("path", "key"))
+
+
+def stored(run: MigrationRun) -> None:
+    """As if every chunk had uploaded its contents, and the run were over."""
+    MigrationItem.objects.filter(run=run, canonical=True, state=Item.PENDING).update(
+        state=Item.UPLOADED
+    )
+    MigrationRun.objects.filter(pk=run.pk).update(state=MigrationRun.State.DONE)
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Any:
+    return build_sample_tree(tmp_path / "media", CORPUS)
+
+
+def test_keys_copies_and_links_are_those_of_the_pure_plan(sample) -> None:
+    rows = Photo.objects.bulk_create(Photo(image=v.value) for v in sample.legacy_values)
+    run = planned_run(sample.root, targets=["demo.Photo.image"])
+    expected = plan(scan(sample.root))
+
+    assert run.state == MigrationRun.State.RUNNING
+    assert keys_by_path(run) == {p: expected.key_for(p) for p in keys_by_path(run)}
+    assert set(keys_by_path(run)) == set(sample.image_paths)
+    canonical = set(
+        MigrationItem.objects.filter(run=run, canonical=True).values_list("path", flat=True)
+    )
+    assert canonical == {o.canonical_path for o in expected.objects}
+    links = {
+        int(pk): (key, state)
+        for pk, key, state in MigrationLink.objects.filter(run=run).values_list(
+            "row_pk", "key", "state"
+        )
+    }
+    for row, value in zip(rows, sample.legacy_values, strict=True):
+        if not value.value:
+            assert row.pk not in links  # a row without an image refers to nothing
+            continue
+        key = expected.resolve(value.value).key
+        assert links[row.pk] == ((key, "pending") if key else ("", "dangling")), value
+    # Orphans: contents no row refers to.
+    referenced = {k for k, _ in links.values() if k}
+    orphans = set(MigrationItem.objects.filter(run=run, orphan=True).values_list("key", flat=True))
+    assert orphans == {o.key for o in expected.objects} - referenced
+
+
+def test_a_rescan_reads_only_changed_files(sample, monkeypatch) -> None:
+    first = planned_run(sample.root)
+    stored(first)
+    probed: list[int] = []
+    real = services._probe
+
+    def counting(data: bytes, *, profile: Any) -> Any:
+        probed.append(len(data))
+        return real(data, profile=profile)
+
+    monkeypatch.setattr(services, "_probe", counting)
+    second = planned_run(sample.root)
+    assert probed == []  # nothing read again
+    fields = ("path", "sha256", "md5", "kind", "format", "width", "height", "reason")
+    before = sorted(MigrationItem.objects.filter(run=first).values_list(*fields))
+    assert sorted(MigrationItem.objects.filter(run=second).values_list(*fields)) == before
+
+    # A file rewritten in place (new content, new mtime) is read again, and only it.
+    stored(second)
+    changed = sample.root / "uploads/2015/03/file (2).jpg"
+    changed.write_bytes((sample.root / "Photos/Summer 2019/Sunset.Jpg").read_bytes())
+    os.utime(changed, ns=(1, 1))
+    third = planned_run(sample.root)
+    assert len(probed) == 1
+    sha = dict(MigrationItem.objects.filter(run=third).values_list("path", "sha256"))
+    assert sha["uploads/2015/03/file (2).jpg"] == sha["Photos/Summer 2019/Sunset.Jpg"]
+    # Its content is now a copy: folded into the other path's object.
+    assert (
+        keys_by_path(third)["uploads/2015/03/file (2).jpg"]
+        == keys_by_path(first)["Photos/Summer 2019/Sunset.Jpg"]
+    )
+
+
+def test_keys_stay_put_and_only_newcomers_are_suffixed(sample) -> None:
+    first = planned_run(sample.root, orphans="skip")
+    stored(first)
+    old_key = keys_by_path(first)["uploads/2015/03/file.jpg"]
+    assert old_key == "legacy/uploads/2015/03/file.jpg"
+    # A different picture arrives that wants the same key.
+    (sample.root / "uploads/2015/03/FILE.JPEG").write_bytes(
+        (CORPUS / "21_mountain_500.jpg").read_bytes()
+    )
+    second = planned_run(sample.root, orphans="skip")
+    keys = keys_by_path(second)
+    assert keys["uploads/2015/03/file.jpg"] == old_key  # sticky
+    newcomer = keys["uploads/2015/03/FILE.JPEG"]
+    assert newcomer.startswith("legacy/uploads/2015/03/file-") and newcomer != old_key
+    # Known stored by the first run: present without asking the bucket, no chunk for it.
+    item = MigrationItem.objects.get(run=second, path="uploads/2015/03/file.jpg")
+    assert (item.state, item.chunk_id) == (Item.PRESENT, None)
+    todo = MigrationItem.objects.filter(run=second, chunk__isnull=False)
+    assert [i.path for i in todo] == ["uploads/2015/03/FILE.JPEG"]
+
+
+def test_keys_longer_than_the_column_are_shortened(tmp_path) -> None:
+    deep = tmp_path / "media" / ("Very Long Folder Name Number " * 3) / ("Sub Folder " * 6)
+    deep.mkdir(parents=True)
+    photo = (CORPUS / "23_flower_300.jpg").read_bytes()
+    (deep / "A Photo With An Extremely Long Descriptive Name From 2009.JPG").write_bytes(photo)
+    run = planned_run(tmp_path / "media", targets=["demo.Photo.image"])
+    (path, key), = keys_by_path(run).items()  # fmt: skip
+    natural = standard_key(path, "jpeg")
+    assert len(natural) > 100
+    assert len(key) <= 100 and key.endswith(".jpg") and key.startswith(natural[:60])
+    sha = MigrationItem.objects.get(run=run, path=path).sha256
+    assert key.endswith(f"-{sha[:16]}.jpg")
+
+
+def test_chunks_cut_the_work_in_key_order(sample) -> None:
+    run = planned_run(sample.root, chunk_size=4)
+    chunks = list(MigrationChunk.objects.filter(run=run).order_by("number"))
+    objects = MigrationItem.objects.filter(run=run, canonical=True)
+    assert [c.size for c in chunks] == [4, 4, 4, 4, objects.count() - 16]
+    keys = [list(c.items.order_by("key").values_list("key", flat=True)) for c in chunks]
+    flat = [k for ks in keys for k in ks]
+    assert flat == sorted(flat) == sorted(objects.values_list("key", flat=True))
+
+
+def test_unknown_targets_are_refused_before_anything_is_written() -> None:
+    with pytest.raises(ValueError, match=r"app_label\.Model\.field"):
+        services.Options.build(targets=["Photo.image"])
+    with pytest.raises(ValueError, match=r"demo\.Photo\.title"):
+        services.Options.build(targets=["demo.Photo.title"])
+    assert not MigrationRun.objects.exists()
+
+
+def test_admin_shows_runs_with_progress_and_report(sample, admin_client) -> None:
+    run = planned_run(sample.root)
+    changelist = admin_client.get("/admin/pipeline/migrationrun/")
+    assert changelist.status_code == 200
+    assert b"objects done / total" in changelist.content.lower()
+    assert f"0 / {run.chunks.aggregate(n=Sum('size'))['n']}".encode() in changelist.content
+    detail = admin_client.get(f"/admin/pipeline/migrationrun/{run.pk}/change/")
+    assert detail.status_code == 200
+    assert b"files scanned" in detail.content and b"(so far)" in detail.content
+    assert b"Save" not in detail.content  # read-only
+    items = admin_client.get("/admin/pipeline/migrationitem/?state__exact=pending")
+    assert items.status_code == 200 and b"beach.jpeg" in items.content
+
+
+def test_a_chunk_that_never_finishes_is_given_up_and_the_run_ends(sample) -> None:
+    Photo.objects.bulk_create(Photo(image=v.value) for v in sample.legacy_values)
+    run = planned_run(sample.root, targets=["demo.Photo.image"], process=False, chunk_size=100)
+    chunk = MigrationChunk.objects.get(run=run)
+    MigrationChunk.objects.filter(pk=chunk.pk).update(
+        state=MigrationChunk.State.QUEUED,
+        attempts=services.MAX_CHUNK_ATTEMPTS,
+        queued_at=timezone.now() - timedelta(days=1),
+    )
+
+    services.migration_top_up(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.state == MigrationRun.State.DONE
+    report = services.migration_report(run_id=run.pk)
+    assert report.failed_count == chunk.size and report.uploaded == 0
+    assert report.rows_relinked == 0
+    gave_up = [d for d in report.dangling if "gave up after 5 attempts" in d.reason]
+    expected = plan(scan(sample.root))
+    assert len(gave_up) == sum(1 for v in sample.legacy_values if expected.resolve(v.value).key)
+    assert not MigrationLink.objects.filter(run=run, state=MigrationLink.State.PENDING).exists()
