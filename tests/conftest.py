@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +21,14 @@ import boto3
 import pytest
 from django.db import connection
 
-from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO, TcpProxy, services
+from tests.services import (
+    PRIMARY_BUCKET,
+    PUBLIC_BUCKET,
+    REPO,
+    TcpProxy,
+    services,
+    worker_command,
+)
 
 T = TypeVar("T")
 
@@ -90,22 +96,7 @@ def start_worker(
     log = open(log_path, "wb")  # noqa: SIM115 - the worker writes to it until it stops
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            str(concurrency),
-            "-P",
-            "prefork",
-            "-n",
-            hostname,
-            "--loglevel",
-            "INFO",
+            *worker_command(hostname=hostname, queues=queues, concurrency=concurrency),
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

@@ -56,6 +56,14 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def worker_command(*, hostname: str, queues: str, concurrency: int) -> list[str]:
+    """``celery worker`` as the tests and benchmarks run it: prefork, one node name."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues,
+        "-c", str(concurrency), "-P", "prefork", "-n", hostname, "--loglevel", "INFO",
+    ]  # fmt: skip
+
+
 def redis_answers(url: str) -> bool:
     import redis
 
