@@ -256,7 +256,8 @@ LOGGING = {
     "loggers": {
         "pipeline": {"level": LOG_LEVEL},
         "workers": {"level": LOG_LEVEL},
-        "celery": {"level": "INFO"},
+        # In-process (no broker) a line per task success is noise; workers keep it.
+        "celery": {"level": "INFO" if BROKER_URL else "WARNING"},
         # botocore logs request bodies and signatures at DEBUG: keep it quiet.
         "botocore": {"level": "WARNING"},
     },
