@@ -338,3 +338,78 @@ def test_a_row_edited_during_the_migration_is_left_as_it_is(s3, clean_buckets, l
     assert all(
         Photo.objects.get(pk=pk).image.name == legacy.expected_key(legacy.rows[pk]) for pk in others
     )
+
+
+def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrated(
+    s3, clean_buckets, legacy
+):
+    from PIL import Image
+
+    from pipeline.migration import services
+    from pipeline.models import MigrationItem, MigrationLink
+
+    opts = services.Options.build(targets=[MODEL], process=False)
+
+    def run_once() -> MigrationRun:
+        run = services.migration_create(source=str(legacy.root), options=opts)
+        services.migration_scan(run_id=run.pk)
+        services.migration_plan(run_id=run.pk)
+        while (chunk := services.migration_claim_chunk(run_id=run.pk)) is not None:
+            services.migration_run_chunk(chunk_id=chunk)
+        services.migration_advance(run_id=run.pk)
+        run.refresh_from_db()
+        assert run.state == MigrationRun.State.DONE
+        return run
+
+    first = run_once()
+    before = services.migration_report(run_id=first.pk)
+    assert before.uploaded == len(legacy.keys)
+
+    # Nothing changed: no item, link or chunk; the report is the no-op one.
+    for _ in range(2):  # a no-op after a no-op too
+        again = run_once()
+        assert again.report["noop_of"] == first.pk
+        assert not MigrationItem.objects.filter(run=again).exists()
+        assert not MigrationLink.objects.filter(run=again).exists()
+        assert not MigrationChunk.objects.filter(run=again).exists()
+        report = services.migration_report(run_id=again.pk)
+        assert report.run_id == str(again.pk)
+        assert (report.uploaded, report.already_present) == (0, len(legacy.keys))
+        assert (report.rows_relinked, report.orphans_imported) == (0, 0)
+        assert report.dangling == before.dangling
+        assert (report.files_scanned, report.images, report.rejected) == (
+            before.files_scanned,
+            before.images,
+            before.rejected,
+        )
+        assert report.bytes_after == before.bytes_after
+
+    # A file touched (same content) and a new one: the normal path, the new one migrated.
+    touched = legacy.root / legacy.sample.image_paths[0]
+    os.utime(touched, ns=(1, 1))
+    Image.new("RGB", (40, 30), (200, 10, 90)).save(legacy.root / "brand-new.jpg")
+    changed = run_once()
+    assert "noop_of" not in changed.report
+    assert MigrationItem.objects.filter(run=changed).count() == before.files_scanned + 1
+    report = services.migration_report(run_id=changed.pk)
+    assert (report.uploaded, report.already_present) == (1, len(legacy.keys))
+    assert run_once().report["noop_of"] == changed.pk
+
+    # A row given a legacy value again: the normal path, the row re-linked.
+    photo = Photo.objects.create(title="new row", image="brand-new.jpg")
+    relinked = run_once()
+    assert "noop_of" not in relinked.report
+    assert services.migration_report(run_id=relinked.pk).rows_relinked == 1
+    photo.refresh_from_db()
+    assert photo.image.name.startswith(f"{opts.prefix}/")
+
+    # A row emptied: its content becomes an orphan (imported): the normal path again.
+    Photo.objects.filter(pk=photo.pk).update(image="")
+    emptied = run_once()
+    assert "noop_of" not in emptied.report
+    assert run_once().report["noop_of"] == emptied.pk
+
+    # An orphan's key given to a row (no longer an orphan): the normal path again.
+    orphan = MigrationItem.objects.filter(run=emptied, orphan=True).values_list("key", flat=True)
+    Photo.objects.create(title="orphan's new row", image=orphan.first())
+    assert "noop_of" not in run_once().report

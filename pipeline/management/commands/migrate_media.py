@@ -27,7 +27,24 @@ from pipeline.migration import services
 from pipeline.migration.report import Report
 from pipeline.models import MigrationRun
 
-POLL = 0.25  # seconds between two looks at a run's progress
+POLL_MIN, POLL_MAX = 0.05, 0.5  # seconds between two looks at a run's progress
+
+
+class _Backoff:
+    """Waits between two looks at a run: short at first (a run that is already over is
+    noticed at once), doubling up to ``POLL_MAX`` while nothing moves, short again when it
+    does."""
+
+    def __init__(self) -> None:
+        self.delay = POLL_MIN
+        self._seen: object = None
+
+    def wait(self, seen: object) -> None:
+        if seen != self._seen:
+            self._seen, self.delay = seen, POLL_MIN
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, POLL_MAX)
+
 
 Run = MigrationRun.State
 
@@ -180,19 +197,23 @@ class Command(BaseCommand):
                 services.migration_advance(run_id=run_id)
                 return
             services.migration_top_up(run_id=run_id)
+            backoff, done = _Backoff(), progress.objects_done
             while _state(run_id) == Run.RUNNING:
-                time.sleep(POLL)
+                backoff.wait(done)
                 # Watching also drives: stale chunks are published again, a run whose last
                 # chunk finished moves on (if its own trigger was lost).
                 services.migration_top_up(run_id=run_id)
-                _show(bar, services.migration_progress(run_id=run_id).objects_done)
+                done = services.migration_progress(run_id=run_id).objects_done
+                _show(bar, done)
 
     def _process(self, run_id: int) -> None:
         progress = services.migration_progress(run_id=run_id)
         with _bar("process", "row", total=progress.rows_total) as bar:
+            backoff = _Backoff()
             while services.migration_advance(run_id=run_id) == Run.PROCESSING:
-                _show(bar, services.migration_progress(run_id=run_id).rows_settled)
-                time.sleep(POLL * 2)
+                settled = services.migration_progress(run_id=run_id).rows_settled
+                _show(bar, settled)
+                backoff.wait(settled)
             _show(bar, bar.total)
 
     def _dry_run(self, source: str, opts: services.Options) -> Report:
