@@ -31,17 +31,15 @@ POLL_MIN, POLL_MAX = 0.05, 0.5  # seconds between two looks at a run's progress
 
 
 class _Backoff:
-    """Waits between two looks at a run: short at first (a run that is already over is
-    noticed at once), doubling up to ``POLL_MAX`` while nothing moves, short again when it
-    does."""
+    """Waits between two looks at a run: short at first, so a phase that is already over
+    is noticed at once, doubling up to ``POLL_MAX``. It does not shorten again while work
+    moves: each look costs queries, and on a small machine the command's polling competes
+    with the workers for the same cores."""
 
     def __init__(self) -> None:
         self.delay = POLL_MIN
-        self._seen: object = None
 
-    def wait(self, seen: object) -> None:
-        if seen != self._seen:
-            self._seen, self.delay = seen, POLL_MIN
+    def wait(self) -> None:
         time.sleep(self.delay)
         self.delay = min(self.delay * 2, POLL_MAX)
 
@@ -197,9 +195,9 @@ class Command(BaseCommand):
                 services.migration_advance(run_id=run_id)
                 return
             services.migration_top_up(run_id=run_id)
-            backoff, done = _Backoff(), progress.objects_done
+            backoff = _Backoff()
             while _state(run_id) == Run.RUNNING:
-                backoff.wait(done)
+                backoff.wait()
                 # Watching also drives: stale chunks are published again, a run whose last
                 # chunk finished moves on (if its own trigger was lost).
                 services.migration_top_up(run_id=run_id)
@@ -211,9 +209,8 @@ class Command(BaseCommand):
         with _bar("process", "row", total=progress.rows_total) as bar:
             backoff = _Backoff()
             while services.migration_advance(run_id=run_id) == Run.PROCESSING:
-                settled = services.migration_progress(run_id=run_id).rows_settled
-                _show(bar, settled)
-                backoff.wait(settled)
+                _show(bar, services.migration_progress(run_id=run_id).rows_settled)
+                backoff.wait()
             _show(bar, bar.total)
 
     def _dry_run(self, source: str, opts: services.Options) -> Report:
