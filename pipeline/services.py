@@ -9,6 +9,7 @@ an older image can never overwrite the state of a newer one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -406,8 +407,6 @@ def _enqueue_after_commit(target: Target, revisions: dict[Any, int]) -> None:
 
 def storage_check(*, key: str) -> dict[str, object]:
     """Round-trip a small object through the public bucket: proves a worker can reach it."""
-    import hashlib
-
     body = f"pipeline storage check {key}\n".encode()
     bucket = storage.public()
     storage.write(bucket, key, body, content_type="text/plain", cache_control="no-store")

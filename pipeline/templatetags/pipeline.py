@@ -13,13 +13,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from pipeline.fields import MediaFieldFile
+from pipeline.imaging.results import CONTENT_TYPES
 
 register = template.Library()
 
 # <source> order: the browser takes the first type it supports.
 MODERN = ("avif", "webp")
 FALLBACKS = ("jpeg", "png", "gif")
-CONTENT_TYPES = {"avif": "image/avif", "webp": "image/webp"}
 
 
 @register.simple_tag
