@@ -7,22 +7,15 @@ died is simply run again.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from celery import Task, shared_task
 
 from pipeline import services
 from pipeline.cdn import tasks as cdn_tasks  # noqa: F401  (registers the CDN tasks)
-from pipeline.conf import pipeline_settings
 from pipeline.errors import TransientError
 from pipeline.migration import tasks as migration_tasks  # noqa: F401  (registers them)
-
-
-def backoff(retries: int) -> float:
-    """Exponential backoff with full jitter, capped below the broker's visibility timeout."""
-    cap = pipeline_settings()["RETRY_BACKOFF_MAX"]
-    return random.uniform(0, min(cap, 2 ** (retries + 1)))
+from pipeline.retry import retries_exhausted, retry_later
 
 
 @shared_task(bind=True, name="pipeline.tasks.process_media", max_retries=None)
@@ -33,7 +26,7 @@ def process_media(self: Task, model_label: str, pk: Any, field_name: str, revisi
             model_label=model_label, pk=pk, field_name=field_name, revision=revision
         )
     except TransientError as e:
-        if self.request.retries >= pipeline_settings()["MAX_RETRIES"]:
+        if retries_exhausted(self):
             services.media_give_up(
                 model_label=model_label,
                 pk=pk,
@@ -42,7 +35,7 @@ def process_media(self: Task, model_label: str, pk: Any, field_name: str, revisi
                 reason=str(e),
             )
             return "failed"
-        raise self.retry(exc=e, countdown=backoff(self.request.retries)) from e
+        retry_later(self, e)
 
 
 @shared_task(bind=True, name="pipeline.tasks.delete_objects", max_retries=None)
@@ -51,9 +44,7 @@ def delete_objects(self: Task, keys: list[str], original: str = "") -> None:
     try:
         services.media_delete_objects(keys=keys, original=original)
     except TransientError as e:
-        if self.request.retries >= pipeline_settings()["MAX_RETRIES"]:
-            raise
-        raise self.retry(exc=e, countdown=backoff(self.request.retries)) from e
+        retry_later(self, e)
 
 
 @shared_task(name="pipeline.tasks.sweep_stale_media")

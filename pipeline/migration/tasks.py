@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
-from pipeline.conf import pipeline_settings
 from pipeline.errors import TransientError
 from pipeline.migration import services
+from pipeline.retry import retry_later
 
 
 @shared_task(
@@ -23,11 +23,8 @@ def run_chunk(self: Task, chunk_id: int) -> None:
     try:
         services.migration_run_chunk(chunk_id=chunk_id)
     except TransientError as e:
-        if self.request.retries >= pipeline_settings()["MAX_RETRIES"]:
-            raise  # the chunk stays queued; the coordinator publishes it again later
-        from pipeline.tasks import backoff  # imported late: pipeline.tasks imports us
-
-        raise self.retry(exc=e, countdown=backoff(self.request.retries)) from e
+        # Out of retries, the chunk stays queued; the coordinator publishes it again later.
+        retry_later(self, e)
 
 
 @shared_task(name="pipeline.migration.tasks.coordinate", ignore_result=True)
