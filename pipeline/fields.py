@@ -134,7 +134,6 @@ class MediaImageField(models.ImageField):
     """
 
     attr_class = MediaFieldFile
-    descriptor_class = models.ImageField.descriptor_class
 
     def __init__(self, *args: Any, profile: str | None = None, **kwargs: Any) -> None:
         self.profile = profile

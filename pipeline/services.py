@@ -69,7 +69,7 @@ class Target:
 # --- Reacting to the Django surface ---------------------------------------------------
 
 
-def media_file_changed(*, instance: models.Model, field_name: str, previous: str) -> None:
+def media_file_changed(*, instance: models.Model, field_name: str) -> None:
     """A save changed the managed file: mark the row pending and process after commit."""
     target = Target(type(instance), instance._meta.get_field(field_name))
     name = str(getattr(instance, field_name).name or "")

@@ -54,7 +54,7 @@ def _on_save(field_name: str) -> Any:
         loaded[field_name] = now
         from pipeline import services
 
-        services.media_file_changed(instance=instance, field_name=field_name, previous=before)
+        services.media_file_changed(instance=instance, field_name=field_name)
 
     return handler
 
