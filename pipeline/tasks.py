@@ -18,9 +18,11 @@ from pipeline.migration import tasks as migration_tasks  # noqa: F401  (register
 from pipeline.retry import retries_exhausted, retry_later
 
 
-@shared_task(bind=True, name="pipeline.tasks.process_media", max_retries=None)
+@shared_task(bind=True, name="pipeline.tasks.process_media", max_retries=None, ignore_result=True)
 def process_media(self: Task, model_label: str, pk: Any, field_name: str, revision: int) -> str:
-    """Render one row's managed image (CPU queue)."""
+    """Render one row's managed image (CPU queue). The outcome is recorded on the row
+    (status, error, timings): a result row per image would only duplicate it, a million
+    of them for a million-file migration."""
     try:
         return services.media_process(
             model_label=model_label, pk=pk, field_name=field_name, revision=revision
@@ -38,7 +40,7 @@ def process_media(self: Task, model_label: str, pk: Any, field_name: str, revisi
         retry_later(self, e)
 
 
-@shared_task(bind=True, name="pipeline.tasks.delete_objects", max_retries=None)
+@shared_task(bind=True, name="pipeline.tasks.delete_objects", max_retries=None, ignore_result=True)
 def delete_objects(self: Task, keys: list[str], original: str = "") -> None:
     """Delete public objects of a deleted row or a superseded render (transfer queue)."""
     try:

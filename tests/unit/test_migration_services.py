@@ -207,12 +207,38 @@ def test_a_chunk_that_never_finishes_is_given_up_and_the_run_ends(sample) -> Non
     assert not MigrationLink.objects.filter(run=run, state=MigrationLink.State.PENDING).exists()
 
 
+def _fake_clock(monkeypatch, module) -> list[float]:
+    """time.sleep records and advances a fake time.monotonic."""
+    now = [1000.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 3))
+        now[0] += seconds
+
+    monkeypatch.setattr(module.time, "sleep", sleep)
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    return slept
+
+
 def test_the_command_polls_soon_then_backs_off(monkeypatch) -> None:
     from pipeline.management.commands import migrate_media
 
-    slept: list[float] = []
-    monkeypatch.setattr(migrate_media.time, "sleep", slept.append)
-    backoff = migrate_media._Backoff()
+    slept = _fake_clock(monkeypatch, migrate_media)
+    poll = migrate_media._Poll(total=100)
     for _ in range(7):
-        backoff.wait()
+        poll.wait(0)  # no progress seen: nothing to go by but the back-off
     assert slept == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
+
+
+def test_the_command_looks_when_the_pace_says_the_phase_ends(monkeypatch) -> None:
+    from pipeline.management.commands import migrate_media
+
+    slept = _fake_clock(monkeypatch, migrate_media)
+    poll = migrate_media._Poll(total=1000)
+    for done in (0, 0, 0, 0, 0, 100, 700, 990):
+        poll.wait(done)
+    # 700 done in 1.75 s is 400/s: the 300 left are 0.75 s away (capped at 0.5 s); then 990
+    # in 2.25 s: the 10 left are about 23 ms away (raised to the 50 ms floor).
+    assert slept[:5] == [0.05, 0.1, 0.2, 0.4, 0.5]
+    assert slept[5:] == [0.5, 0.5, 0.05]

@@ -30,18 +30,32 @@ from pipeline.models import MigrationRun
 POLL_MIN, POLL_MAX = 0.05, 0.5  # seconds between two looks at a run's progress
 
 
-class _Backoff:
-    """Waits between two looks at a run: short at first, so a phase that is already over
-    is noticed at once, doubling up to ``POLL_MAX``. It does not shorten again while work
-    moves: each look costs queries, and on a small machine the command's polling competes
-    with the workers for the same cores."""
+class _Poll:
+    """When to look at a run again. Soon at first, so that a phase already over is noticed
+    at once, then backing off to ``POLL_MAX``: each look costs queries, and on a small
+    machine the command's polling competes with the workers for the same cores. But never
+    later than the work's own pace says it will be over (from the progress seen so far),
+    so the end of a phase is seen within ``POLL_MIN`` rather than up to ``POLL_MAX`` late."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: int) -> None:
+        self.total = total
         self.delay = POLL_MIN
+        self.started = time.monotonic()
+        self.first: int | None = None
 
-    def wait(self) -> None:
-        time.sleep(self.delay)
+    def wait(self, done: int = 0) -> None:
+        time.sleep(max(POLL_MIN, min(self.delay, self._time_left(done))))
         self.delay = min(self.delay * 2, POLL_MAX)
+
+    def _time_left(self, done: int) -> float:
+        """Seconds until ``total`` at the pace seen since the first look (inf if unknown)."""
+        if self.first is None:
+            self.first, self.started = done, time.monotonic()
+        moved = done - self.first
+        if moved <= 0 or done >= self.total:
+            return float("inf")
+        pace = moved / (time.monotonic() - self.started)
+        return (self.total - done) / pace
 
 
 Run = MigrationRun.State
@@ -195,9 +209,10 @@ class Command(BaseCommand):
                 services.migration_advance(run_id=run_id)
                 return
             services.migration_top_up(run_id=run_id)
-            backoff = _Backoff()
+            poll = _Poll(progress.objects_total)
+            done = progress.objects_done
             while _state(run_id) == Run.RUNNING:
-                backoff.wait()
+                poll.wait(done)
                 # Watching also drives: stale chunks are published again, a run whose last
                 # chunk finished moves on (if its own trigger was lost).
                 services.migration_top_up(run_id=run_id)
@@ -207,10 +222,11 @@ class Command(BaseCommand):
     def _process(self, run_id: int) -> None:
         progress = services.migration_progress(run_id=run_id)
         with _bar("process", "row", total=progress.rows_total) as bar:
-            backoff = _Backoff()
+            poll = _Poll(progress.rows_total)
             while services.migration_advance(run_id=run_id) == Run.PROCESSING:
-                _show(bar, services.migration_progress(run_id=run_id).rows_settled)
-                backoff.wait()
+                settled = services.migration_progress(run_id=run_id).rows_settled
+                _show(bar, settled)
+                poll.wait(settled)
             _show(bar, bar.total)
 
     def _dry_run(self, source: str, opts: services.Options) -> Report:
