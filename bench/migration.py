@@ -884,15 +884,26 @@ def run(stack: Stack, root: Path, args: argparse.Namespace) -> None:
     for m in (a_up, first, second):
         if m is not None and m.timeline:
             print(f"{m.name}: {m.timeline}")
+    cpu_ratio = ceiling = None
     if first is not None and "worker" in first.cpu:
         engine_cpu = eng.cpu["pool"] / eng.count
         worker_cpu = first.cpu["worker"] / first.count
+        moto_cpu = first.cpu["moto_server"] / first.count
+        cpu_ratio = round(engine_cpu / worker_cpu, 3)
+        ceiling = round(engine_cpu / (engine_cpu + moto_cpu), 3)
         print(
-            f"CPU per image: engine {engine_cpu * 1000:.0f} ms; migration worker processes "
-            f"{worker_cpu * 1000:.0f} ms ({worker_cpu / engine_cpu:.2f}x), plus moto_server "
-            f"{first.cpu['moto_server'] / first.count * 1000:.0f} ms and the command "
-            f"{first.cpu['command'] / first.count * 1000:.0f} ms on the same "
+            f"CPU per image: engine {engine_cpu * 1000:.1f} ms; migration worker processes "
+            f"{worker_cpu * 1000:.1f} ms (engine/worker {cpu_ratio:.2f}), plus moto_server "
+            f"{moto_cpu * 1000:.1f} ms and the command "
+            f"{first.cpu['command'] / first.count * 1000:.1f} ms on the same "
             f"{os.cpu_count()} CPUs"
+        )
+        # Any migration renders (the engine's CPU) and has its outputs stored (moto's CPU,
+        # here on the same cores): even with free orchestration, (b) cannot exceed this.
+        print(
+            f"(b) ceiling with the S3 server on the same CPUs: engine / (engine + moto) = "
+            f"{ceiling:.2f}; with it elsewhere, (b) would be about the CPU ratio "
+            f"engine/worker = {cpu_ratio:.2f}"
         )
 
     summary: dict[str, float | None] = {
@@ -904,6 +915,8 @@ def run(stack: Stack, root: Path, args: argparse.Namespace) -> None:
         "migration_images_per_s": round(first.rate, 2) if first else None,
         "engine_images_per_s": round(eng.rate, 2),
         "orchestration_ratio": _ratio(first.rate if first else None, eng.rate),
+        "orchestration_cpu_ratio": cpu_ratio,
+        "ceiling_same_cpus": ceiling,
         "first_run_s": round(first.wall, 2) if first else None,
         "second_run_s": round(second.wall, 2) if second else None,
         "noop_ratio": _ratio(second.wall if second else None, first.wall if first else None),

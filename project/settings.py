@@ -236,6 +236,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-media": {"task": "pipeline.tasks.sweep_stale_media", "schedule": 300.0},
+    "sweep-migration-runs": {"task": "pipeline.migration.tasks.sweep_runs", "schedule": 300.0},
     "flush-invalidations": {
         "task": "pipeline.cdn.tasks.flush_invalidations",
         "schedule": 60.0,

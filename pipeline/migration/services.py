@@ -90,6 +90,7 @@ __all__ = [
     "migration_run_chunk",
     "migration_scan",
     "migration_start",
+    "migration_sweep",
     "migration_top_up",
 ]
 
@@ -981,6 +982,25 @@ def migration_coordinate(*, run_id: int) -> str:
     elif state == Run.PROCESSING:
         return migration_advance(run_id=run_id, follow=True)
     return state or ""
+
+
+def migration_sweep() -> int:
+    """Periodic (beat): push on every unfinished run, whoever is (or is not) driving it.
+
+    A run moves when its chunks finish and while a command or a coordinator task follows
+    it. One crash can stop all of them at once: a whole worker killed with the last chunks
+    in flight, the broker restarted without its messages, the command interrupted. Here
+    chunks queued longer than ``STALE_CHUNK_AFTER`` are published again, and a run whose
+    work is over is finished (rows left pending are ``media_sweep_stale``'s). Returns how
+    many runs were looked at.
+    """
+    unfinished = MigrationRun.objects.filter(state__in=[Run.RUNNING, Run.PROCESSING])
+    run_ids = list(unfinished.order_by("pk").values_list("pk", flat=True))
+    for run_id in run_ids:
+        # No ``follow``: each sweep would start one more coordinator following the run.
+        migration_top_up(run_id=run_id)
+        migration_advance(run_id=run_id)
+    return len(run_ids)
 
 
 def migration_advance(*, run_id: int, follow: bool = False) -> str:

@@ -33,6 +33,12 @@ def coordinate(run_id: int) -> None:
     services.migration_coordinate(run_id=run_id)
 
 
+@shared_task(name="pipeline.migration.tasks.sweep_runs", ignore_result=True)
+def sweep_runs() -> None:
+    """Periodic (beat): publish lost chunks again and finish runs whose work is over."""
+    services.migration_sweep()
+
+
 @shared_task(
     name="pipeline.migration.tasks.start_run",
     ignore_result=True,

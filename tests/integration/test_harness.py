@@ -76,3 +76,10 @@ def test_worker_settings_are_production_shaped():
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
     assert {q.name for q in conf.task_queues} == {"cpu", "transfer", "cdn", "migration"}
+    # Every periodic task exists, and the sweeps that recover from lost messages are there.
+    scheduled = {entry["task"] for entry in conf.beat_schedule.values()}
+    assert scheduled <= set(app.tasks)
+    assert {
+        "pipeline.tasks.sweep_stale_media",
+        "pipeline.migration.tasks.sweep_runs",
+    } <= scheduled

@@ -413,3 +413,44 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
     orphan = MigrationItem.objects.filter(run=emptied, orphan=True).values_list("key", flat=True)
     Photo.objects.create(title="orphan's new row", image=orphan.first())
     assert "noop_of" not in run_once().report
+
+
+def test_a_run_whose_chunk_messages_were_lost_is_finished_by_the_sweep(
+    celery_worker, s3, clean_buckets, legacy
+):
+    """Every chunk queued, every message lost (a broker restarted empty, a whole worker
+    killed), nobody following the run: the periodic sweep publishes the chunks again and
+    the run ends as an uninterrupted one would."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pipeline.migration import services
+    from pipeline.migration import tasks as migration_tasks
+
+    opts = services.Options.build(targets=(MODEL,), chunk_size=5)
+    run = services.migration_create(source=str(legacy.root), options=opts)
+    services.migration_scan(run_id=run.pk)
+    services.migration_plan(run_id=run.pk)
+    chunks = MigrationChunk.objects.filter(run=run)
+    # What the coordinator leaves behind when the messages it published are lost.
+    chunks.update(
+        state=MigrationChunk.State.QUEUED,
+        queued_at=timezone.now() - timedelta(hours=1),
+        attempts=1,
+    )
+    assert MigrationRun.objects.get(pk=run.pk).state == MigrationRun.State.RUNNING
+
+    migration_tasks.sweep_runs.delay()
+
+    def done() -> MigrationRun | None:
+        fresh = MigrationRun.objects.get(pk=run.pk)
+        return fresh if fresh.state == MigrationRun.State.DONE else None
+
+    finished = wait_for(done, timeout=180, what="the swept run to finish")
+    assert_counts(Report.from_dict(finished.report), legacy)
+    assert set(bucket(s3, PRIMARY_BUCKET)) == legacy.keys
+    assert set(chunks.values_list("attempts", flat=True)) == {2}  # each published once more
+    for pk, value in legacy.rows.items():
+        if legacy.expected_key(value):
+            assert Photo.objects.get(pk=pk).image_status == Status.READY
