@@ -76,7 +76,8 @@ def public() -> Storage:
     return storages[pipeline_settings()["PUBLIC_STORAGE"]]
 
 
-def _is_s3(storage: Storage) -> bool:
+def is_s3(storage: Storage) -> bool:
+    """An S3 storage (django-storages): listed in key order, reached through a client."""
     # Look at the class: on the instance, ``connection`` is a property that creates a boto3
     # session and resource for the calling thread (slow, and wasted on a shared client).
     return hasattr(storage, "bucket_name") and hasattr(type(storage), "connection")
@@ -124,7 +125,7 @@ def write(
     so that many threads can share one client (and its connection pool)."""
     check_key(key)
     with _translate(key):
-        if _is_s3(storage):
+        if is_s3(storage):
             params = {"ContentType": content_type, "ContentMD5": _content_md5(data)}
             if cache_control:
                 params["CacheControl"] = cache_control
@@ -152,7 +153,7 @@ class Put:
 def write_many(storage: Storage, puts: Sequence[Put], *, threads: int = 8) -> None:
     """Write several objects, concurrently on S3: one shared client (thread-safe, its own
     connection pool) and this process's thread pool; each write is still all-or-nothing."""
-    if len(puts) < 2 or not _is_s3(storage):
+    if len(puts) < 2 or not is_s3(storage):
         for p in puts:
             write(
                 storage, p.key, p.data, content_type=p.content_type, cache_control=p.cache_control
@@ -194,7 +195,7 @@ def read(storage: Storage, key: str) -> bytes:
     """The bytes at ``key``; ``ObjectNotFound`` when there is none."""
     check_key(key)
     with _translate(key):
-        if _is_s3(storage):
+        if is_s3(storage):
             response = storage.connection.meta.client.get_object(
                 Bucket=storage.bucket_name, Key=_s3_name(storage, key)
             )
@@ -215,7 +216,7 @@ def head(storage: Storage, key: str) -> ObjectInfo | None:
     check_key(key)
     try:
         with _translate(key):
-            if _is_s3(storage):
+            if is_s3(storage):
                 r = storage.connection.meta.client.head_object(
                     Bucket=storage.bucket_name, Key=_s3_name(storage, key)
                 )
@@ -234,7 +235,7 @@ def list_objects(
     that stops iterating past the last key it wants lists just a range of a large prefix.
     """
     with _translate(prefix or "/"):
-        if _is_s3(storage):
+        if is_s3(storage):
             client = storage.connection.meta.client
             paginator = client.get_paginator("list_objects_v2")
             root = _s3_name(storage, "")

@@ -14,8 +14,9 @@ database (``pipeline.models.migration``):
     the natural key of their canonical path, collisions suffixed (8, 16, then 64 hex).
     Then every row of the migrated model fields is resolved (``references``) against the
     stored scan, in batches, into a ``MigrationLink`` (a key, or why not); contents no row
-    refers to are marked orphans; the contents with work left are cut into chunks, in key
-    order, so that one listing of a key range checks a whole chunk.
+    refers to are marked orphans; contents an earlier run stored are ``present`` if one
+    listing of their key range still finds them; the contents with work left are cut into
+    chunks, in key order, so that one listing of a key range checks a whole chunk.
 ``running``
     The coordinator (``migration_top_up``) keeps at most ``MAX_CHUNKS_IN_FLIGHT`` chunk
     tasks queued; each chunk (``migration_run_chunk``) uploads what is missing
@@ -464,7 +465,8 @@ def _answer_unchanged(
     since then: the walk yields exactly its scan (same paths, sizes, mtime_ns, in order); the
     rows of the model fields that hold no stored key are exactly the ones it reported
     dangling (same values); every content it kept out of the library is still held by a
-    row, no orphan is; its orphans are still in the library (processed). The normal path
+    row, no orphan is; its orphans are still in the library (processed); the originals it
+    stored are still in the bucket (one listing). The normal path
     would then plan the same keys, re-link nothing, upload and import nothing: the report is
     the earlier one with those counts. No item, link or chunk is stored for such a run (it
     records the run it stood on, ``NOOP_OF``). Any difference: the ordinary scan and plan.
@@ -473,6 +475,8 @@ def _answer_unchanged(
     if base is None or not _rows_unchanged(base, opts):
         return False
     if not _tree_unchanged(run, base, opts, progress):
+        return False
+    if not _originals_still_stored(base):
         return False
     report = _noop_report(run, base, opts)
     now = timezone.now()
@@ -566,6 +570,36 @@ def _tree_unchanged(
     return True
 
 
+def _originals_still_stored(base: MigrationRun) -> bool:
+    """Whether every original ``base`` stored is still in the primary bucket."""
+    stored = MigrationItem.objects.filter(run=base, canonical=True)
+    return all(found for _pk, found in _in_bucket(stored))
+
+
+def _in_bucket(items: models.QuerySet) -> Iterator[tuple[int, bool]]:
+    """(pk, whether its object is in the primary bucket) for each item with a key, as far as
+    a listing tells (the key, its size; its MD5 where the ETag is one). On S3 that is one
+    listing of the items' key range (a request per 1,000 keys), merge-joined with the items
+    in the same order, memory one page; on a local folder a ``stat`` per key. An object
+    deleted or replaced by hand since a run stored it is seen, and stored again."""
+    bucket = storage.primary()
+    rows = items.exclude(key="").order_by(_binary("key")).values_list("pk", "key", "size", "md5")
+    if not storage.is_s3(bucket):
+        for pk, key, size, md5 in rows.iterator(BATCH):
+            info = storage.head(bucket, key)
+            yield pk, info is not None and transfer.same_listing(info, size, md5)
+        return
+    first = rows.first()
+    if first is None:
+        return
+    listed = storage.list_objects(bucket, "", start_after=first[1][:-1])
+    info = next(listed, None)
+    for pk, key, size, md5 in rows.iterator(BATCH):
+        while info is not None and info.key < key:
+            info = next(listed, None)
+        yield pk, info is not None and info.key == key and transfer.same_listing(info, size, md5)
+
+
 def _items_in_order(run_id: int, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
     last = 0
     while True:
@@ -614,6 +648,7 @@ def migration_plan(*, run_id: int) -> None:
     with transaction.atomic():
         if not MigrationChunk.objects.filter(run=run).exists():
             _mark_orphans(run, opts)
+            _confirm_stored(run)
             _make_chunks(run, opts)
         MigrationRun.objects.filter(pk=run_id, state=Run.PLANNING).update(
             state=Run.RUNNING, planned_at=timezone.now(), bucket_was_empty=empty
@@ -633,18 +668,10 @@ def _plan_keys(run: MigrationRun, opts: Options) -> None:
     images.filter(pk__in=ranked.filter(rank=1).values("pk")).update(canonical=True)
     canon = images.filter(canonical=True)
     earlier = _earlier_items(run)
-    # 2. Sticky: a content stored by an earlier run keeps its key, and is known present.
+    # 2. Sticky: a content stored by an earlier run keeps its key (``_confirm_stored`` then
+    #    checks that it is still there).
     same_content = earlier.filter(sha256=OuterRef("sha256")).order_by("-run_id")
     canon.filter(Exists(same_content)).update(key=Subquery(same_content.values("key")[:1]))
-    canon.filter(
-        Exists(
-            earlier.filter(
-                sha256=OuterRef("sha256"),
-                key=OuterRef("key"),
-                state__in=[Item.UPLOADED, Item.PRESENT],
-            )
-        )
-    ).update(state=Item.PRESENT)
     # 3. Newcomers whose natural key nobody else wants: the natural key.
     colliding = (
         images.values("natural_key")
@@ -674,6 +701,25 @@ def _plan_keys(run: MigrationRun, opts: Options) -> None:
         key=Subquery(canon.filter(sha256=OuterRef("sha256")).values("key")[:1]),
         state=Item.SKIPPED,
     )
+
+
+def _confirm_stored(run: MigrationRun) -> None:
+    """Contents an earlier run stored at the key they keep, and still in the bucket, are
+    ``present``: no chunk for them. The run history alone is not trusted (an object may
+    have been deleted by hand since); one listing of their key range confirms them."""
+    stored = _earlier_items(run).filter(
+        sha256=OuterRef("sha256"), key=OuterRef("key"), state__in=[Item.UPLOADED, Item.PRESENT]
+    )
+    # (No filter on ``state``: the rows updated below must not leave the rows iterated.)
+    known = MigrationItem.objects.filter(run=run, canonical=True).filter(Exists(stored))
+    confirmed: list[int] = []
+    for pk, found in _in_bucket(known):
+        if found:
+            confirmed.append(pk)
+        if len(confirmed) >= BATCH:
+            MigrationItem.objects.filter(pk__in=confirmed).update(state=Item.PRESENT)
+            confirmed = []
+    MigrationItem.objects.filter(pk__in=confirmed).update(state=Item.PRESENT)
 
 
 def _binary(column: str) -> Any:

@@ -33,7 +33,7 @@ from django.core.files.storage import Storage
 from pipeline import storage
 from pipeline.errors import PermanentError
 
-__all__ = ["Outcome", "Upload", "content_type_for", "transfer"]
+__all__ = ["Outcome", "Upload", "content_type_for", "same_listing", "transfer"]
 
 _MD5 = re.compile(r"[0-9a-f]{32}")
 
@@ -117,7 +117,7 @@ def transfer(
 
 def _existing(target: Storage, keys: list[str]) -> dict[str, storage.ObjectInfo]:
     """The objects among ``keys`` that exist (by listing their key range on S3)."""
-    if not _is_bucket(target):
+    if not storage.is_s3(target):
         return {k: info for k in keys if (info := storage.head(target, k)) is not None}
     ordered = sorted(keys)
     first, last = ordered[0], ordered[-1]
@@ -142,11 +142,19 @@ def _common_prefix(a: str, b: str) -> str:
     return a[:n]
 
 
+def same_listing(info: storage.ObjectInfo, size: int, md5: str | None) -> bool:
+    """Whether a listed object can be the content of this size and MD5, by the listing alone
+    (its ETag is an MD5 for single-part uploads; multipart ETags and folders give sizes)."""
+    if info.etag and _MD5.fullmatch(info.etag) and md5:
+        return info.etag == md5
+    return info.size == size
+
+
 def _same_content(target: Storage, info: storage.ObjectInfo, u: Upload) -> bool:
-    if info.etag and _MD5.fullmatch(info.etag) and u.md5:
-        return info.etag == u.md5
-    if info.size != u.size:
+    if not same_listing(info, u.size, u.md5):
         return False
+    if info.etag and _MD5.fullmatch(info.etag) and u.md5:
+        return True
     return hashlib.sha256(storage.read(target, u.key)).hexdigest() == u.sha256
 
 
@@ -172,14 +180,8 @@ def _read_inside(root: str, rel: str) -> bytes:
         return f.read()
 
 
-def _is_bucket(target: Storage) -> bool:
-    """An S3 storage (django-storages): listed in key order, reached through a client."""
-    # On the class: the instance's ``connection`` property builds a per-thread client.
-    return hasattr(target, "bucket_name") and hasattr(type(target), "connection")
-
-
 def _shared_client(target: Storage) -> Any:
-    return target.connection.meta.client if _is_bucket(target) else None
+    return target.connection.meta.client if storage.is_s3(target) else None
 
 
 def _pool_size(client: Any, wanted: int) -> int:

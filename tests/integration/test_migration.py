@@ -414,6 +414,17 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
     Photo.objects.create(title="orphan's new row", image=orphan.first())
     assert "noop_of" not in run_once().report
 
+    # An original deleted from the bucket by hand: the listing notices, it is stored again.
+    stored = {k: o["ETag"] for k, o in bucket(s3, PRIMARY_BUCKET).items()}
+    gone = sorted(stored)[len(stored) // 2]
+    s3.delete_object(Bucket=PRIMARY_BUCKET, Key=gone)
+    restored = run_once()
+    assert "noop_of" not in restored.report
+    report = services.migration_report(run_id=restored.pk)
+    assert (report.uploaded, report.already_present) == (1, len(stored) - 1)
+    assert {k: o["ETag"] for k, o in bucket(s3, PRIMARY_BUCKET).items()} == stored
+    assert run_once().report["noop_of"] == restored.pk
+
 
 def test_a_run_whose_chunk_messages_were_lost_is_finished_by_the_sweep(
     celery_worker, s3, clean_buckets, legacy

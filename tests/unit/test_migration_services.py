@@ -117,11 +117,15 @@ def test_a_rescan_reads_only_changed_files(sample, monkeypatch) -> None:
     )
 
 
-def test_keys_stay_put_and_only_newcomers_are_suffixed(sample) -> None:
+def test_keys_stay_put_and_only_newcomers_are_suffixed(sample, clean_buckets) -> None:
+    from pipeline import storage
+
     first = planned_run(sample.root, orphans="skip")
     stored(first)
     old_key = keys_by_path(first)["uploads/2015/03/file.jpg"]
     assert old_key == "legacy/uploads/2015/03/file.jpg"
+    data = (sample.root / "uploads/2015/03/file.jpg").read_bytes()
+    storage.write(storage.primary(), old_key, data, content_type="image/jpeg")
     # A different picture arrives that wants the same key.
     (sample.root / "uploads/2015/03/FILE.JPEG").write_bytes(
         (CORPUS / "21_mountain_500.jpg").read_bytes()
@@ -131,11 +135,22 @@ def test_keys_stay_put_and_only_newcomers_are_suffixed(sample) -> None:
     assert keys["uploads/2015/03/file.jpg"] == old_key  # sticky
     newcomer = keys["uploads/2015/03/FILE.JPEG"]
     assert newcomer.startswith("legacy/uploads/2015/03/file-") and newcomer != old_key
-    # Known stored by the first run: present without asking the bucket, no chunk for it.
+    # Stored by the first run and still in the bucket (one listing says so): present, no
+    # chunk for it. The other contents "stored" by the first run are not in the bucket:
+    # the run history is not trusted, they are stored again.
     item = MigrationItem.objects.get(run=second, path="uploads/2015/03/file.jpg")
     assert (item.state, item.chunk_id) == (Item.PRESENT, None)
     todo = MigrationItem.objects.filter(run=second, chunk__isnull=False)
-    assert [i.path for i in todo] == ["uploads/2015/03/FILE.JPEG"]
+    assert "uploads/2015/03/FILE.JPEG" in {i.path for i in todo}
+    present = MigrationItem.objects.filter(run=second, state=Item.PRESENT)
+    assert [i.path for i in present] == ["uploads/2015/03/file.jpg"]
+
+    # Deleted from the bucket by hand since: stored again.
+    stored(second)
+    storage.delete(storage.primary(), old_key)
+    third = planned_run(sample.root, orphans="skip")
+    item = MigrationItem.objects.get(run=third, path="uploads/2015/03/file.jpg")
+    assert (item.state, item.key) == (Item.PENDING, old_key) and item.chunk_id is not None
 
 
 def test_keys_longer_than_the_column_are_shortened(tmp_path) -> None:
