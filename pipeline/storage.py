@@ -16,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import queue
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -227,38 +228,96 @@ def head(storage: Storage, key: str) -> ObjectInfo | None:
 
 
 def list_objects(
-    storage: Storage, prefix: str = "", *, start_after: str = ""
+    storage: Storage, prefix: str = "", *, start_after: str = "", ahead: int = 0
 ) -> Iterator[ObjectInfo]:
     """Every object under ``prefix``, paginated: one request per 1,000 keys on S3.
 
     ``start_after``: only keys after it. On S3 the listing is in key order, so a caller
     that stops iterating past the last key it wants lists just a range of a large prefix.
+    ``ahead``: on S3, list from now on in a thread of its own, up to that many objects
+    ahead of the caller, so the listing's round trips overlap the caller's own work.
     """
+    if not is_s3(storage):
+        return _list_folder(storage, prefix, start_after)
+    # Resolved here, in the caller's thread: ``connection`` is per thread.
+    client = storage.connection.meta.client
+    objects = _list_bucket(storage, client, prefix, start_after)
+    return _read_ahead(objects, ahead) if ahead > 0 else objects
+
+
+def _list_bucket(
+    storage: Storage, client: Any, prefix: str, start_after: str
+) -> Iterator[ObjectInfo]:
     with _translate(prefix or "/"):
-        if is_s3(storage):
-            client = storage.connection.meta.client
-            paginator = client.get_paginator("list_objects_v2")
-            root = _s3_name(storage, "")
-            params = {"Bucket": storage.bucket_name, "Prefix": root + prefix}
-            if start_after:
-                params["StartAfter"] = root + start_after
-            for page in paginator.paginate(**params):
-                for obj in page.get("Contents", ()):
-                    key = obj["Key"][len(root) :]
-                    yield ObjectInfo(key, int(obj["Size"]), obj["ETag"].strip('"'))
-            return
-        base = Path(storage.location)  # type: ignore[attr-defined]
-        start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
-        if not start.is_dir():
-            return
-        for dirpath, _dirs, files in os.walk(start):
-            for name in sorted(files):
-                if name.startswith(".tmp-"):
-                    continue
-                path = Path(dirpath, name)
-                key = path.relative_to(base).as_posix()
-                if key.startswith(prefix) and key > start_after:
-                    yield ObjectInfo(key, path.stat().st_size, None)
+        paginator = client.get_paginator("list_objects_v2")
+        root = _s3_name(storage, "")
+        params = {"Bucket": storage.bucket_name, "Prefix": root + prefix}
+        if start_after:
+            params["StartAfter"] = root + start_after
+        for page in paginator.paginate(**params):
+            for obj in page.get("Contents", ()):
+                key = obj["Key"][len(root) :]
+                yield ObjectInfo(key, int(obj["Size"]), obj["ETag"].strip('"'))
+
+
+def _list_folder(storage: Storage, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
+    base = Path(storage.location)  # type: ignore[attr-defined]
+    start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
+    if not start.is_dir():
+        return
+    for dirpath, _dirs, files in os.walk(start):
+        for name in sorted(files):
+            if name.startswith(".tmp-"):
+                continue
+            path = Path(dirpath, name)
+            key = path.relative_to(base).as_posix()
+            if key.startswith(prefix) and key > start_after:
+                yield ObjectInfo(key, path.stat().st_size, None)
+
+
+_END = object()
+
+
+def _read_ahead(items: Iterator[ObjectInfo], size: int) -> Iterator[ObjectInfo]:
+    """``items``, produced by a daemon thread up to ``size`` ahead of the consumer. An error
+    in the thread is raised to the consumer; closing (or dropping) the returned iterator
+    stops the thread at its next item."""
+    buffer: queue.Queue[tuple[BaseException | None, Any]] = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def offer(entry: tuple[BaseException | None, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((None, item)):
+                    return
+            offer((None, _END))
+        except BaseException as e:  # handed over to the consumer, raised there
+            offer((e, None))
+
+    threading.Thread(target=produce, name="storage-list-ahead", daemon=True).start()
+
+    def consume() -> Iterator[ObjectInfo]:
+        try:
+            while True:
+                error, item = buffer.get()
+                if error is not None:
+                    raise error
+                if item is _END:
+                    return
+                yield item
+        finally:
+            stop.set()
+
+    return consume()
 
 
 def url(storage: Storage, key: str) -> str:

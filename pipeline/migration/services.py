@@ -466,17 +466,19 @@ def _answer_unchanged(
     rows of the model fields that hold no stored key are exactly the ones it reported
     dangling (same values); every content it kept out of the library is still held by a
     row, no orphan is; its orphans are still in the library (processed); the originals it
-    stored are still in the bucket (one listing). The normal path
-    would then plan the same keys, re-link nothing, upload and import nothing: the report is
-    the earlier one with those counts. No item, link or chunk is stored for such a run (it
-    records the run it stood on, ``NOOP_OF``). Any difference: the ordinary scan and plan.
+    stored are still in the bucket (one listing). The normal path would then plan the same
+    keys, re-link nothing, upload and import nothing: the report is the earlier one with
+    those counts. No item, link or chunk is stored for such a run (it records the run it
+    stood on, ``NOOP_OF``). Any difference: the ordinary scan and plan.
     """
     base = _noop_base(run)
-    if base is None or not _rows_unchanged(base, opts):
+    if base is None:
         return False
-    if not _tree_unchanged(run, base, opts, progress):
-        return False
-    if not _originals_still_stored(base):
+    # Listed in a thread while the rows are checked and the folder is walked.
+    stored = _in_bucket(MigrationItem.objects.filter(run=base, canonical=True))
+    unchanged = _rows_unchanged(base, opts) and _tree_unchanged(run, base, opts, progress)
+    if not (unchanged and all(found for _pk, found in stored)):
+        getattr(stored, "close", lambda: None)()
         return False
     report = _noop_report(run, base, opts)
     now = timezone.now()
@@ -570,34 +572,47 @@ def _tree_unchanged(
     return True
 
 
-def _originals_still_stored(base: MigrationRun) -> bool:
-    """Whether every original ``base`` stored is still in the primary bucket."""
-    stored = MigrationItem.objects.filter(run=base, canonical=True)
-    return all(found for _pk, found in _in_bucket(stored))
-
-
 def _in_bucket(items: models.QuerySet) -> Iterator[tuple[int, bool]]:
     """(pk, whether its object is in the primary bucket) for each item with a key, as far as
     a listing tells (the key, its size; its MD5 where the ETag is one). On S3 that is one
     listing of the items' key range (a request per 1,000 keys), merge-joined with the items
-    in the same order, memory one page; on a local folder a ``stat`` per key. An object
-    deleted or replaced by hand since a run stored it is seen, and stored again."""
+    in the same order, memory a page or two; on a local folder a ``stat`` per key. An
+    object deleted or replaced by hand since a run stored it is seen, and stored again.
+
+    The listing starts at the call, in a thread, so that its round trips overlap whatever
+    the caller does before iterating."""
     bucket = storage.primary()
     rows = items.exclude(key="").order_by(_binary("key")).values_list("pk", "key", "size", "md5")
     if not storage.is_s3(bucket):
-        for pk, key, size, md5 in rows.iterator(BATCH):
-            info = storage.head(bucket, key)
-            yield pk, info is not None and transfer.same_listing(info, size, md5)
-        return
-    first = rows.first()
+        return (
+            (
+                pk,
+                (info := storage.head(bucket, key)) is not None
+                and transfer.same_listing(info, size, md5),
+            )
+            for pk, key, size, md5 in rows.iterator(BATCH)
+        )
+    first = rows.values_list("key", flat=True).first()
     if first is None:
-        return
-    listed = storage.list_objects(bucket, "", start_after=first[1][:-1])
-    info = next(listed, None)
-    for pk, key, size, md5 in rows.iterator(BATCH):
-        while info is not None and info.key < key:
-            info = next(listed, None)
-        yield pk, info is not None and info.key == key and transfer.same_listing(info, size, md5)
+        return iter(())
+    listed = storage.list_objects(bucket, "", start_after=first[:-1], ahead=2 * BATCH)
+    return _merge(rows, listed)
+
+
+def _merge(
+    rows: models.QuerySet, listed: Iterator[storage.ObjectInfo]
+) -> Iterator[tuple[int, bool]]:
+    try:
+        info = next(listed, None)
+        for pk, key, size, md5 in rows.iterator(BATCH):
+            while info is not None and info.key < key:
+                info = next(listed, None)
+            found = info is not None and info.key == key
+            yield pk, found and transfer.same_listing(info, size, md5)
+    finally:
+        close = getattr(listed, "close", None)
+        if close is not None:
+            close()  # stops the listing thread
 
 
 def _items_in_order(run_id: int, fields: Sequence[str]) -> Iterator[dict[str, Any]]:

@@ -83,3 +83,44 @@ def test_dry_run_only_reads(s3: Any, clean_buckets: None, tmp_path: Path) -> Non
     outcomes = transfer(storage.primary(), str(tmp_path), [new], threads=2, dry_run=True)
     assert [o.state for o in outcomes] == ["uploaded"]
     assert "Contents" not in s3.list_objects_v2(Bucket=PRIMARY_BUCKET)
+
+
+def test_listing_ahead_in_a_thread_yields_the_same_objects_and_stops_when_dropped(
+    s3: Any, clean_buckets: None
+) -> None:
+    import threading
+
+    from pipeline.errors import ObjectNotFound
+
+    keys = [f"legacy/ahead/{i:05d}.jpg" for i in range(2100)]  # three pages
+    bucket = storage.primary()
+    client = bucket.connection.meta.client
+    list(storage.thread_pool(16).map(lambda k: client.put_object(
+        Bucket=PRIMARY_BUCKET, Key=k, Body=k.encode()), keys))  # fmt: skip
+
+    plain = list(storage.list_objects(bucket, "legacy/ahead/"))
+    ahead = list(storage.list_objects(bucket, "legacy/ahead/", ahead=500))
+    assert [o.key for o in plain] == keys
+    assert ahead == plain  # same keys, sizes and ETags, in the same order
+
+    def listers() -> int:
+        return sum(t.name == "storage-list-ahead" for t in threading.enumerate())
+
+    before = listers()
+    listing = storage.list_objects(bucket, "legacy/ahead/", ahead=10)
+    assert next(listing).key == keys[0]
+    listing.close()  # type: ignore[attr-defined]
+    wait = threading.Event()
+    for _ in range(50):
+        if listers() == before:
+            break
+        wait.wait(0.1)
+    assert listers() == before  # the thread stopped, the rest of the listing abandoned
+
+    # An error in the thread reaches the caller, mapped like any other listing error.
+    bucket.bucket_name = "no-such-bucket-here"
+    try:
+        with pytest.raises(ObjectNotFound):
+            list(storage.list_objects(bucket, "legacy/", ahead=10))
+    finally:
+        bucket.bucket_name = PRIMARY_BUCKET
