@@ -133,6 +133,9 @@ class Options:
     media_roots: tuple[str, ...] = ()  # old absolute MEDIA_ROOTs rows may hold
     prefix: str = "legacy"
     chunk_size: int = 50
+    # A re-run of an unchanged tree trusts the run history for what is stored, unless
+    # asked to list the bucket too (``--verify``). Ordinary runs always list.
+    verify: bool = False
 
     def __post_init__(self) -> None:
         if self.orphans not in ("import", "skip"):
@@ -465,20 +468,25 @@ def _answer_unchanged(
     since then: the walk yields exactly its scan (same paths, sizes, mtime_ns, in order); the
     rows of the model fields that hold no stored key are exactly the ones it reported
     dangling (same values); every content it kept out of the library is still held by a
-    row, no orphan is; its orphans are still in the library (processed); the originals it
-    stored are still in the bucket (one listing). The normal path would then plan the same
-    keys, re-link nothing, upload and import nothing: the report is the earlier one with
-    those counts. No item, link or chunk is stored for such a run (it records the run it
-    stood on, ``NOOP_OF``). Any difference: the ordinary scan and plan.
+    row, no orphan is; its orphans are still in the library (processed); with ``verify``,
+    the originals it stored are still in the bucket (one listing; otherwise the run history
+    is trusted for that, which keeps a no-op re-run free of S3 requests). The normal path
+    would then plan the same keys, re-link nothing, upload and import nothing: the report
+    is the earlier one with those counts. No item, link or chunk is stored for such a run
+    (it records the run it stood on, ``NOOP_OF``). Any difference: the ordinary scan and
+    plan.
     """
     base = _noop_base(run)
     if base is None:
         return False
-    # Listed in a thread while the rows are checked and the folder is walked.
-    stored = _in_bucket(MigrationItem.objects.filter(run=base, canonical=True))
+    stored = None
+    if opts.verify:  # listed in a thread while the rows are checked and the folder walked
+        stored = _in_bucket(MigrationItem.objects.filter(run=base, canonical=True))
     unchanged = _rows_unchanged(base, opts) and _tree_unchanged(run, base, opts, progress)
-    if not (unchanged and all(found for _pk, found in stored)):
+    if stored is not None:
+        unchanged = unchanged and all(found for _pk, found in stored)
         getattr(stored, "close", lambda: None)()
+    if not unchanged:
         return False
     report = _noop_report(run, base, opts)
     now = timezone.now()
@@ -497,16 +505,23 @@ def _noop_base(run: MigrationRun) -> MigrationRun | None:
     if MigrationItem.objects.filter(run=run).exists():  # an interrupted scan: resume it
         return None
     prior = MigrationRun.objects.filter(source=run.source, pk__lt=run.pk).order_by("-pk").first()
-    if prior is None or prior.state != Run.DONE or prior.options != run.options:
+    if prior is None or prior.state != Run.DONE or not _same_work(prior.options, run.options):
         return None
     if not prior.report.get("final"):
         return None
     if NOOP_OF not in prior.report:
         return prior
     base = MigrationRun.objects.filter(pk=prior.report[NOOP_OF], state=Run.DONE).first()
-    if base is None or base.options != run.options or not base.report.get("final"):
+    if base is None or not _same_work(base.options, run.options) or not base.report.get("final"):
         return None
     return base
+
+
+def _same_work(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two runs' options ask for the same outcome (``verify`` only adds a check)."""
+    return {k: v for k, v in a.items() if k != "verify"} == {
+        k: v for k, v in b.items() if k != "verify"
+    }
 
 
 def _rows_unchanged(base: MigrationRun, opts: Options) -> bool:

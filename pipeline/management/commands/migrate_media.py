@@ -104,6 +104,12 @@ class Command(BaseCommand):
             help="an absolute MEDIA_ROOT that rows may hold in full (repeatable)",
         )
         parser.add_argument("--chunk-size", type=int, help="files per chunk task")
+        parser.add_argument(
+            "--verify",
+            action="store_true",
+            help="when nothing changed since the last run, still list the bucket and store "
+            "again any original missing from it (other runs always do)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         source = Path(options["source"]).expanduser()
@@ -117,6 +123,7 @@ class Command(BaseCommand):
                 media_url=options["media_url"],
                 media_roots=options["media_roots"],
                 chunk_size=options["chunk_size"],
+                verify=options["verify"],
             )
         except ValueError as e:
             raise CommandError(str(e)) from e
