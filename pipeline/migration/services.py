@@ -46,7 +46,7 @@ import hashlib
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import PurePosixPath
@@ -485,7 +485,7 @@ def _answer_unchanged(
     unchanged = _rows_unchanged(base, opts) and _tree_unchanged(run, base, opts, progress)
     if stored is not None:
         unchanged = unchanged and all(found for _pk, found in stored)
-        getattr(stored, "close", lambda: None)()
+        stored.close()
     if not unchanged:
         return False
     report = _noop_report(run, base, opts)
@@ -587,7 +587,7 @@ def _tree_unchanged(
     return True
 
 
-def _in_bucket(items: models.QuerySet) -> Iterator[tuple[int, bool]]:
+def _in_bucket(items: models.QuerySet) -> Generator[tuple[int, bool], None, None]:
     """(pk, whether its object is in the primary bucket) for each item with a key, as far as
     a listing tells (the key, its size; its MD5 where the ETag is one). On S3 that is one
     listing of the items' key range (a request per 1,000 keys), merge-joined with the items
@@ -595,28 +595,27 @@ def _in_bucket(items: models.QuerySet) -> Iterator[tuple[int, bool]]:
     object deleted or replaced by hand since a run stored it is seen, and stored again.
 
     The listing starts at the call, in a thread, so that its round trips overlap whatever
-    the caller does before iterating."""
+    the caller does before iterating; ``close()`` the result to stop it early."""
     bucket = storage.primary()
     rows = items.exclude(key="").order_by(_binary("key")).values_list("pk", "key", "size", "md5")
     if not storage.is_s3(bucket):
-        return (
-            (
-                pk,
-                (info := storage.head(bucket, key)) is not None
-                and transfer.same_listing(info, size, md5),
-            )
-            for pk, key, size, md5 in rows.iterator(BATCH)
-        )
+        return _stat_each(bucket, rows)
     first = rows.values_list("key", flat=True).first()
     if first is None:
-        return iter(())
+        return (found for found in ())
     listed = storage.list_objects(bucket, "", start_after=first[:-1], ahead=2 * BATCH)
     return _merge(rows, listed)
 
 
+def _stat_each(bucket: Any, rows: models.QuerySet) -> Generator[tuple[int, bool], None, None]:
+    for pk, key, size, md5 in rows.iterator(BATCH):
+        info = storage.head(bucket, key)
+        yield pk, info is not None and transfer.same_listing(info, size, md5)
+
+
 def _merge(
     rows: models.QuerySet, listed: Iterator[storage.ObjectInfo]
-) -> Iterator[tuple[int, bool]]:
+) -> Generator[tuple[int, bool], None, None]:
     try:
         info = next(listed, None)
         for pk, key, size, md5 in rows.iterator(BATCH):
@@ -625,9 +624,7 @@ def _merge(
             found = info is not None and info.key == key
             yield pk, found and transfer.same_listing(info, size, md5)
     finally:
-        close = getattr(listed, "close", None)
-        if close is not None:
-            close()  # stops the listing thread
+        listed.close()  # type: ignore[attr-defined]  # stops the listing thread
 
 
 def _items_in_order(run_id: int, fields: Sequence[str]) -> Iterator[dict[str, Any]]:

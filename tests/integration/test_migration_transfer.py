@@ -106,16 +106,23 @@ def test_listing_ahead_in_a_thread_yields_the_same_objects_and_stops_when_droppe
     def listers() -> int:
         return sum(t.name == "storage-list-ahead" for t in threading.enumerate())
 
+    def threads_back_to(count: int) -> bool:
+        pause = threading.Event()
+        for _ in range(50):
+            if listers() == count:
+                return True
+            pause.wait(0.1)
+        return False
+
     before = listers()
     listing = storage.list_objects(bucket, "legacy/ahead/", ahead=10)
     assert next(listing).key == keys[0]
+    assert listers() == before + 1
     listing.close()  # type: ignore[attr-defined]
-    wait = threading.Event()
-    for _ in range(50):
-        if listers() == before:
-            break
-        wait.wait(0.1)
-    assert listers() == before  # the thread stopped, the rest of the listing abandoned
+    assert threads_back_to(before)  # stopped, the rest of the listing abandoned
+    # Dropped without a look, never closed: stopped all the same.
+    storage.list_objects(bucket, "legacy/ahead/", ahead=10)
+    assert threads_back_to(before)
 
     # An error in the thread reaches the caller, mapped like any other listing error.
     bucket.bucket_name = "no-such-bucket-here"
