@@ -35,7 +35,7 @@ class _Poll:
     at once, then backing off to ``POLL_MAX``: each look costs queries, and on a small
     machine the command's polling competes with the workers for the same cores. But never
     later than the work's own pace says it will be over (from the progress seen so far),
-    so the end of a phase is seen within ``POLL_MIN`` rather than up to ``POLL_MAX`` late."""
+    so the end of a phase is usually seen within ``POLL_MIN``, not up to ``POLL_MAX`` late."""
 
     def __init__(self, total: int) -> None:
         self.total = total
