@@ -188,8 +188,31 @@ def open_image(data: bytes, profile: Profile) -> tuple[ImageFile.ImageFile, Sour
         animated=frames > 1,
         frames=frames,
         orientation=orientation,
+        jpeg_quality=jpeg_quality(im) if fmt in ("jpeg", "mpo") else None,
     )
     return im, source
+
+
+# The luminance quantization table of the JPEG standard (Annex K), which libjpeg scales by
+# quality: the sum of a file's table against this one gives the quality it was saved at.
+_STANDARD_LUMINANCE_SUM = sum(
+    (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57,
+     69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55,
+     64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100,
+     103, 99)
+)  # fmt: skip
+
+
+def jpeg_quality(im: Image.Image) -> int | None:
+    """The libjpeg quality (1-100) a JPEG was saved at, from its luminance table; an
+    estimate for other encoders' tables, None when the file has no table to read."""
+    tables = getattr(im, "quantization", None) or {}
+    luminance = tables.get(0)
+    if not luminance or len(luminance) != 64:
+        return None
+    scale = sum(luminance) * 100 / _STANDARD_LUMINANCE_SUM  # libjpeg's scaling, in %
+    quality = 5000 / scale if scale > 100 else (200 - scale) / 2
+    return max(1, min(100, round(quality)))
 
 
 def probe(data: bytes, profile: Profile | None = None) -> SourceInfo:

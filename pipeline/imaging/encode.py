@@ -55,15 +55,19 @@ def encode(
     durations: Sequence[int] = (),
     loop: int = 0,
     metadata: Metadata = NO_METADATA,
+    quality: int | None = None,
 ) -> tuple[bytes, int]:
     """Encode ``frames`` (one, or an animation) as ``fmt``; returns the bytes and frame count.
 
-    Formats without animation get the first frame.
+    Formats without animation get the first frame. ``quality`` overrides the profile's for
+    ``fmt``.
     """
     if fmt not in ANIMATED_FORMATS:
         frames = frames[:1]
     images = [_for_format(im, fmt, profile.background) for im in frames]
     options = _options(fmt, profile, metadata)
+    if quality is not None and "quality" in options:
+        options["quality"] = quality
     if len(images) > 1:
         options.update(
             save_all=True,

@@ -53,6 +53,7 @@ def render(data: bytes, profile: Profile) -> Rendering:
                         durations=decoded.durations,
                         loop=decoded.loop,
                         metadata=metadata,
+                        quality=_jpeg_quality(fmt, step.size, source, profile),
                     )
                 blob, count = encoded[fmt]
                 outputs.append(Output.of(name, fmt, step.size, blob, count))
@@ -66,6 +67,19 @@ def render(data: bytes, profile: Profile) -> Rendering:
         placeholder=make_placeholder(images[0], profile.background),
         profile=profile.name,
     )
+
+
+def _jpeg_quality(
+    fmt: str, size: tuple[int, int], source: SourceInfo, profile: Profile
+) -> int | None:
+    """A JPEG at the source's own size is never saved above the source's quality: that
+    would only make it larger than the file it optimizes. Downscaled outputs keep the
+    profile's quality (downscaling averages the source's artifacts away)."""
+    if fmt != "jpeg" or source.jpeg_quality is None:
+        return None
+    if size[0] * size[1] < source.width * source.height:
+        return None
+    return min(profile.quality["jpeg"], source.jpeg_quality)
 
 
 def _within_budget(source: SourceInfo, profile: Profile) -> bool:

@@ -22,7 +22,9 @@ class SourceInfo:
     ``width`` and ``height`` are as displayed (EXIF orientation applied); ``orientation`` is
     the EXIF value the engine applies (1 when none, and for TIFF, which Pillow's decoder
     turns upright itself). ``has_alpha`` says whether the image uses transparency:
-    ``render`` checks the pixels, ``probe`` can only read the header.
+    ``render`` checks the pixels, ``probe`` can only read the header. ``jpeg_quality`` is
+    the quality a JPEG source was saved at, estimated from its quantization table (None
+    for other formats): re-encoding above it only makes the file larger.
     """
 
     format: str
@@ -35,6 +37,7 @@ class SourceInfo:
     animated: bool = False
     frames: int = 1
     orientation: int = 1
+    jpeg_quality: int | None = None
 
     @property
     def bytes(self) -> int:

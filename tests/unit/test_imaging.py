@@ -526,3 +526,38 @@ def test_probe_reads_the_header_only():
     gif = probe(animation("GIF", [RED, GREEN]))
     assert (gif.format, gif.animated, gif.frames) == ("gif", True, 2)
     assert probe(save(transparent_logo(), "PNG")).has_alpha
+
+
+# --- JPEG quality: never re-encoded above the source's own ---------------------------------
+
+
+def _photo(size: tuple[int, int]) -> Image.Image:
+    with Image.open(CORPUS / "19_cabin_640.jpg") as im:
+        return im.convert("RGB").resize(size)
+
+
+@pytest.mark.parametrize("quality", [30, 50, 75, 82, 95])
+def test_the_quality_a_jpeg_was_saved_at_is_read_from_its_tables(quality: int) -> None:
+    data = save(_photo((160, 120)), "JPEG", quality=quality)
+    assert probe(data).jpeg_quality == quality
+    assert probe(save(_photo((160, 120)), "PNG")).jpeg_quality is None
+
+
+def test_a_low_quality_jpeg_is_not_re_encoded_above_its_quality() -> None:
+    from pipeline.imaging.detect import jpeg_quality
+
+    data = save(_photo((640, 480)), "JPEG", quality=50)
+    rendering = render(data, Profile(widths=(320,), formats=("fallback",)))
+    original = next(o for o in rendering.outputs if o.name == "original")
+    smaller = next(o for o in rendering.outputs if o.name == "w320")
+    assert (original.width, original.format) == (640, "jpeg")
+    with Image.open(io.BytesIO(original.data)) as im:
+        assert jpeg_quality(im) == 50  # not the profile's 82
+    assert original.size <= len(data)
+    # Downscaled, the source's artifacts average out: the profile's quality again.
+    with Image.open(io.BytesIO(smaller.data)) as im:
+        assert jpeg_quality(im) == Profile().quality["jpeg"]
+    # A source saved above the profile's quality gets the profile's.
+    fine = render(save(_photo((640, 480)), "JPEG", quality=95), Profile(formats=("fallback",)))
+    with Image.open(io.BytesIO(fine.outputs[0].data)) as im:
+        assert jpeg_quality(im) == Profile().quality["jpeg"]
