@@ -16,10 +16,9 @@ import base64
 import contextlib
 import hashlib
 import os
-import queue
 import tempfile
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,112 +227,38 @@ def head(storage: Storage, key: str) -> ObjectInfo | None:
 
 
 def list_objects(
-    storage: Storage, prefix: str = "", *, start_after: str = "", ahead: int = 0
+    storage: Storage, prefix: str = "", *, start_after: str = ""
 ) -> Iterator[ObjectInfo]:
     """Every object under ``prefix``, paginated: one request per 1,000 keys on S3.
 
     ``start_after``: only keys after it. On S3 the listing is in key order, so a caller
     that stops iterating past the last key it wants lists just a range of a large prefix.
-    ``ahead``: on S3, list from now on in a thread of its own, up to that many objects
-    ahead of the caller, so the listing's round trips overlap the caller's own work; the
-    listing has a ``close()`` that stops the thread (dropping it does too).
     """
-    if not is_s3(storage):
-        return _list_folder(storage, prefix, start_after)
-    # Resolved here, in the caller's thread: ``connection`` is per thread.
-    client = storage.connection.meta.client
-    objects = _list_bucket(storage, client, prefix, start_after)
-    return _ListingAhead(objects, ahead) if ahead > 0 else objects
-
-
-def _list_bucket(
-    storage: Storage, client: Any, prefix: str, start_after: str
-) -> Generator[ObjectInfo, None, None]:
     with _translate(prefix or "/"):
-        paginator = client.get_paginator("list_objects_v2")
-        root = _s3_name(storage, "")
-        params = {"Bucket": storage.bucket_name, "Prefix": root + prefix}
-        if start_after:
-            params["StartAfter"] = root + start_after
-        for page in paginator.paginate(**params):
-            for obj in page.get("Contents", ()):
-                key = obj["Key"][len(root) :]
-                yield ObjectInfo(key, int(obj["Size"]), obj["ETag"].strip('"'))
-
-
-def _list_folder(
-    storage: Storage, prefix: str, start_after: str
-) -> Generator[ObjectInfo, None, None]:
-    base = Path(storage.location)  # type: ignore[attr-defined]
-    start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
-    if not start.is_dir():
-        return
-    for dirpath, _dirs, files in os.walk(start):
-        for name in sorted(files):
-            if name.startswith(".tmp-"):
-                continue
-            path = Path(dirpath, name)
-            key = path.relative_to(base).as_posix()
-            if key.startswith(prefix) and key > start_after:
-                yield ObjectInfo(key, path.stat().st_size, None)
-
-
-_END = object()
-_Entry = tuple[BaseException | None, Any]
-
-
-class _ListingAhead(Iterator[ObjectInfo]):
-    """A listing produced by a daemon thread up to ``size`` objects ahead of its consumer.
-    An error in the thread is raised to the consumer. ``close()``, or dropping the object
-    unconsumed, stops the thread at its next object (the thread holds no reference to it)."""
-
-    def __init__(self, items: Iterator[ObjectInfo], size: int) -> None:
-        self._buffer: queue.Queue[_Entry] = queue.Queue(size)
-        self._stop = threading.Event()
-        threading.Thread(
-            target=_produce,
-            args=(items, self._buffer, self._stop),
-            name="storage-list-ahead",
-            daemon=True,
-        ).start()
-
-    def __next__(self) -> ObjectInfo:
-        if self._stop.is_set():
-            raise StopIteration
-        error, item = self._buffer.get()
-        if error is not None or item is _END:
-            self.close()
-            if error is not None:
-                raise error
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def __del__(self) -> None:
-        self._stop.set()
-
-
-def _produce(
-    items: Iterator[ObjectInfo], buffer: queue.Queue[_Entry], stop: threading.Event
-) -> None:
-    def offer(entry: _Entry) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        for item in items:
-            if not offer((None, item)):
-                return
-        offer((None, _END))
-    except BaseException as e:  # handed over to the consumer, raised there
-        offer((e, None))
+        if is_s3(storage):
+            client = storage.connection.meta.client
+            paginator = client.get_paginator("list_objects_v2")
+            root = _s3_name(storage, "")
+            params = {"Bucket": storage.bucket_name, "Prefix": root + prefix}
+            if start_after:
+                params["StartAfter"] = root + start_after
+            for page in paginator.paginate(**params):
+                for obj in page.get("Contents", ()):
+                    key = obj["Key"][len(root) :]
+                    yield ObjectInfo(key, int(obj["Size"]), obj["ETag"].strip('"'))
+            return
+        base = Path(storage.location)  # type: ignore[attr-defined]
+        start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
+        if not start.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(start):
+            for name in sorted(files):
+                if name.startswith(".tmp-"):
+                    continue
+                path = Path(dirpath, name)
+                key = path.relative_to(base).as_posix()
+                if key.startswith(prefix) and key > start_after:
+                    yield ObjectInfo(key, path.stat().st_size, None)
 
 
 def url(storage: Storage, key: str) -> str:

@@ -46,7 +46,7 @@ import hashlib
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import PurePosixPath
@@ -477,16 +477,12 @@ def _answer_unchanged(
     plan.
     """
     base = _noop_base(run)
-    if base is None:
+    if base is None or not _rows_unchanged(base, opts):
         return False
-    stored = None
-    if opts.verify:  # listed in a thread while the rows are checked and the folder walked
-        stored = _in_bucket(MigrationItem.objects.filter(run=base, canonical=True))
-    unchanged = _rows_unchanged(base, opts) and _tree_unchanged(run, base, opts, progress)
-    if stored is not None:
-        unchanged = unchanged and all(found for _pk, found in stored)
-        stored.close()
-    if not unchanged:
+    if not _tree_unchanged(run, base, opts, progress):
+        return False
+    stored = MigrationItem.objects.filter(run=base, canonical=True)
+    if opts.verify and not all(found for _pk, found in _in_bucket(stored)):
         return False
     report = _noop_report(run, base, opts)
     now = timezone.now()
@@ -587,44 +583,29 @@ def _tree_unchanged(
     return True
 
 
-def _in_bucket(items: models.QuerySet) -> Generator[tuple[int, bool], None, None]:
+def _in_bucket(items: models.QuerySet) -> Iterator[tuple[int, bool]]:
     """(pk, whether its object is in the primary bucket) for each item with a key, as far as
     a listing tells (the key, its size; its MD5 where the ETag is one). On S3 that is one
     listing of the items' key range (a request per 1,000 keys), merge-joined with the items
-    in the same order, memory a page or two; on a local folder a ``stat`` per key. An
-    object deleted or replaced by hand since a run stored it is seen, and stored again.
-
-    The listing starts at the call, in a thread, so that its round trips overlap whatever
-    the caller does before iterating; ``close()`` the result to stop it early."""
+    in the same order, memory one page; on a local folder a ``stat`` per key. An object
+    deleted or replaced by hand since a run stored it is seen, and stored again."""
     bucket = storage.primary()
     rows = items.exclude(key="").order_by(_binary("key")).values_list("pk", "key", "size", "md5")
     if not storage.is_s3(bucket):
-        return _stat_each(bucket, rows)
+        for pk, key, size, md5 in rows.iterator(BATCH):
+            info = storage.head(bucket, key)
+            yield pk, info is not None and transfer.same_listing(info, size, md5)
+        return
     first = rows.values_list("key", flat=True).first()
     if first is None:
-        return (found for found in ())
-    listed = storage.list_objects(bucket, "", start_after=first[:-1], ahead=2 * BATCH)
-    return _merge(rows, listed)
-
-
-def _stat_each(bucket: Any, rows: models.QuerySet) -> Generator[tuple[int, bool], None, None]:
+        return
+    listed = storage.list_objects(bucket, "", start_after=first[:-1])
+    info = next(listed, None)
     for pk, key, size, md5 in rows.iterator(BATCH):
-        info = storage.head(bucket, key)
-        yield pk, info is not None and transfer.same_listing(info, size, md5)
-
-
-def _merge(
-    rows: models.QuerySet, listed: Iterator[storage.ObjectInfo]
-) -> Generator[tuple[int, bool], None, None]:
-    try:
-        info = next(listed, None)
-        for pk, key, size, md5 in rows.iterator(BATCH):
-            while info is not None and info.key < key:
-                info = next(listed, None)
-            found = info is not None and info.key == key
-            yield pk, found and transfer.same_listing(info, size, md5)
-    finally:
-        listed.close()  # type: ignore[attr-defined]  # stops the listing thread
+        while info is not None and info.key < key:
+            info = next(listed, None)
+        found = info is not None and info.key == key
+        yield pk, found and transfer.same_listing(info, size, md5)
 
 
 def _items_in_order(run_id: int, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
