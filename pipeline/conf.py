@@ -37,11 +37,23 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_CONTROL": "public, max-age=86400, s-maxage=31536000",
     # Keep originals in the primary bucket when a row is deleted (no accidental data loss).
     "DELETE_ORIGINALS": False,
-    # The sweep re-enqueues rows left pending/processing longer than this (seconds).
-    "STALE_AFTER": 15 * 60,
-    # Transient failures are retried this many times with exponential backoff + jitter.
+    # Seconds a row may stay pending before the sweep publishes it again (its message
+    # may have been lost: a broker down at commit, or emptied). Duplicates are harmless.
+    "STALE_AFTER": 180,
+    # Seconds a worker holds a processing row between steps (the lease, renewed as it
+    # goes); past it the worker is taken for dead and the sweep hands the row on.
+    "LEASE": 120,
+    # Transient trouble (S3/CloudFront away, throttled, timing out) is retried with
+    # exponential backoff and full jitter, capped at RETRY_BACKOFF_MAX seconds, for
+    # RETRY_WINDOW seconds; a row that fails after it is tried again by the sweep after
+    # another window.
+    "RETRY_WINDOW": 30 * 60,
+    "RETRY_BACKOFF_MAX": 300,
+    # Attempts at one revision that ended in an unexpected error, a time limit or a lost
+    # worker; the row then fails with the last reason.
+    "MAX_ATTEMPTS": 5,
+    # Tries of the CDN tasks before their beat schedule takes over (see CDN below).
     "MAX_RETRIES": 6,
-    "RETRY_BACKOFF_MAX": 600,
     "CDN": {
         # Like Django's backend dicts: a dotted class path and its upper-case OPTIONS.
         # CloudFrontBackend (DISTRIBUTION_ID, ENDPOINT_URL, REGION_NAME, CONNECT_TIMEOUT,
@@ -141,6 +153,17 @@ def load(raw_setting: dict[str, Any] | None) -> PipelineSettings:
         raise ImproperlyConfigured(
             f"PIPELINE DEFAULT_PROFILE {raw['DEFAULT_PROFILE']!r} is not among PROFILES"
         )
+    for key, low in (
+        ("STALE_AFTER", 1),
+        ("LEASE", 1),
+        ("RETRY_WINDOW", 0),
+        ("RETRY_BACKOFF_MAX", 1),
+        ("MAX_ATTEMPTS", 1),
+        ("MAX_RETRIES", 0),
+    ):
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+            raise ImproperlyConfigured(f"PIPELINE {key} must be a number of at least {low}")
     _validate_cdn(raw["CDN"])
     return PipelineSettings(raw=raw, profiles=profiles)
 

@@ -27,10 +27,49 @@ class Status(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+class PipelineOwned:
+    """A companion column that only the pipeline writes.
+
+    On ``UPDATE`` (a user's ``save()``), ``pre_save`` returns ``F(column)``: the statement
+    writes the column back to itself, so a stale instance can never overwrite the state
+    the workers wrote since it was loaded. On ``INSERT`` it returns the default, so a row
+    copied with ``pk = None`` never inherits another row's manifest (whose objects the new
+    row's first render would then delete). Raw saves (fixtures) keep their values, and
+    the services write with queryset ``update()``, which never calls ``pre_save``.
+
+    ``deconstruct`` names the plain Django field: the protection changes no schema, so
+    migrations stay what ``makemigrations`` wrote before it existed.
+    """
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        if not add:
+            return models.F(self.attname)  # type: ignore[attr-defined]
+        value = self.get_default()  # type: ignore[attr-defined]
+        setattr(model_instance, self.attname, value)  # type: ignore[attr-defined]
+        return value
+
+    def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
+        name, _path, args, kwargs = super().deconstruct()  # type: ignore[misc]
+        base = next(c for c in type(self).__mro__ if c.__module__.startswith("django."))
+        return name, f"django.db.models.{base.__name__}", args, kwargs
+
+
+def _owned(field_class: type[models.Field]) -> type[models.Field]:
+    return type(f"Owned{field_class.__name__}", (PipelineOwned, field_class), {})
+
+
+OwnedCharField = _owned(models.CharField)
+OwnedTextField = _owned(models.TextField)
+OwnedPositiveIntegerField = _owned(models.PositiveIntegerField)
+OwnedPositiveSmallIntegerField = _owned(models.PositiveSmallIntegerField)
+OwnedDateTimeField = _owned(models.DateTimeField)
+OwnedJSONField = _owned(models.JSONField)
+
+
 def companion_fields() -> dict[str, models.Field]:
     """The state stored beside each managed image, keyed by column suffix."""
     return {
-        "status": models.CharField(
+        "status": OwnedCharField(
             max_length=10,
             choices=Status.choices,
             default=Status.EMPTY,
@@ -38,18 +77,28 @@ def companion_fields() -> dict[str, models.Field]:
             editable=False,
         ),
         # Bumped on every change of the image; work for an older revision is discarded.
-        "revision": models.PositiveIntegerField(default=0, editable=False),
-        "status_changed": models.DateTimeField(null=True, blank=True, editable=False),
-        "checksum": models.CharField(max_length=64, blank=True, default="", editable=False),
-        "width": models.PositiveIntegerField(null=True, blank=True, editable=False),
-        "height": models.PositiveIntegerField(null=True, blank=True, editable=False),
-        "format": models.CharField(max_length=10, blank=True, default="", editable=False),
-        "manifest": models.JSONField(default=dict, blank=True, editable=False),
-        "placeholder": models.JSONField(default=dict, blank=True, editable=False),
-        "error": models.TextField(blank=True, default="", editable=False),
-        "attempts": models.PositiveSmallIntegerField(default=0, editable=False),
-        "processed_at": models.DateTimeField(null=True, blank=True, editable=False),
-        "duration_ms": models.PositiveIntegerField(null=True, blank=True, editable=False),
+        "revision": OwnedPositiveIntegerField(default=0, editable=False),
+        # The file this state describes. A save whose file differs from it (however stale
+        # the saving instance) starts a new revision: the state follows the file the row
+        # holds, decided by the database, not by what an instance remembers.
+        "source": OwnedTextField(blank=True, default="", editable=False),
+        "status_changed": OwnedDateTimeField(null=True, blank=True, editable=False),
+        # When the sweep looks at the row again if nothing else happened: a lost message
+        # (pending), a lost worker (processing: the lease), a transient failure to retry
+        # later (failed). Null when the row needs nothing (ready, empty, failed for good).
+        "due_at": OwnedDateTimeField(null=True, blank=True, db_index=True, editable=False),
+        # The task (message id) holding the lease: its redelivery may claim at once.
+        "claimed_by": OwnedCharField(max_length=64, blank=True, default="", editable=False),
+        "checksum": OwnedCharField(max_length=64, blank=True, default="", editable=False),
+        "width": OwnedPositiveIntegerField(null=True, blank=True, editable=False),
+        "height": OwnedPositiveIntegerField(null=True, blank=True, editable=False),
+        "format": OwnedCharField(max_length=10, blank=True, default="", editable=False),
+        "manifest": OwnedJSONField(default=dict, blank=True, editable=False),
+        "placeholder": OwnedJSONField(default=dict, blank=True, editable=False),
+        "error": OwnedTextField(blank=True, default="", editable=False),
+        "attempts": OwnedPositiveSmallIntegerField(default=0, editable=False),
+        "processed_at": OwnedDateTimeField(null=True, blank=True, editable=False),
+        "duration_ms": OwnedPositiveIntegerField(null=True, blank=True, editable=False),
     }
 
 
@@ -155,9 +204,6 @@ class MediaImageField(models.ImageField):
             column = f"{name}_{suffix}"
             if column not in existing:
                 cls.add_to_class(column, field)
-        from pipeline import signals
-
-        signals.connect(cls, name)
 
     def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
         name, _path, args, kwargs = super().deconstruct()

@@ -1,34 +1,56 @@
 """How the pipeline's tasks retry transient errors: one policy for every queue.
 
-Exponential backoff with full jitter, capped (``RETRY_BACKOFF_MAX``) below the broker's
-visibility timeout, for at most ``MAX_RETRIES`` attempts. Kept apart from the task
-modules so that each of them can use it without importing the others.
+Transient trouble (S3 or CloudFront away, throttled, timing out) is retried over a time
+window (``RETRY_WINDOW``), not a number of tries: an outage of minutes must not fail work
+for good, however often a quick backoff would have tried. The delays are Celery's own
+exponential backoff with full jitter (``get_exponential_backoff_interval``, what
+``retry_backoff`` uses), capped at ``RETRY_BACKOFF_MAX``. Celery's ``autoretry_for``
+counts tries (``max_retries``), and with full jitter a count says nothing about the time
+covered; so the window's start travels with the task, as the ``retrying_since`` keyword.
 """
 
 from __future__ import annotations
 
-import random
+import time
 from typing import NoReturn
 
 from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
 
 from pipeline.conf import pipeline_settings
-from pipeline.errors import TransientError
+
+SINCE = "retrying_since"
 
 
-def backoff(retries: int) -> float:
-    """Seconds before the next attempt, after ``retries`` failed ones."""
-    cap = pipeline_settings()["RETRY_BACKOFF_MAX"]
-    return random.uniform(0, min(cap, 2 ** (retries + 1)))
+def next_retry(task: Task) -> float | None:
+    """Seconds until the next try of ``task``, or None when its window is over (or it
+    runs in-process, where Celery would retry at once, in the caller, in a loop)."""
+    if task.request.is_eager:
+        return None
+    conf = pipeline_settings()
+    since = (task.request.kwargs or {}).get(SINCE) or time.time()
+    if time.time() - since > conf["RETRY_WINDOW"]:
+        return None
+    return float(
+        get_exponential_backoff_interval(
+            factor=2,
+            retries=task.request.retries,
+            maximum=conf["RETRY_BACKOFF_MAX"],
+            full_jitter=True,
+        )
+    )
 
 
-def retries_exhausted(task: Task) -> bool:
-    return task.request.retries >= pipeline_settings()["MAX_RETRIES"]
+def retry(task: Task, error: Exception, countdown: float) -> NoReturn:
+    """Schedule the retry, carrying the window's start."""
+    kwargs = dict(task.request.kwargs or {})
+    kwargs.setdefault(SINCE, time.time())
+    raise task.retry(exc=error, countdown=countdown, kwargs=kwargs, max_retries=None) from error
 
 
-def retry_later(task: Task, error: TransientError) -> NoReturn:
-    """Called while handling a transient ``error``: schedule a retry after the backoff,
-    or re-raise the error once the retries are used up."""
-    if retries_exhausted(task):
+def retry_within_window(task: Task, error: Exception) -> NoReturn:
+    """Retry ``task`` after the backoff, or re-raise ``error`` once the window is over."""
+    countdown = next_retry(task)
+    if countdown is None:
         raise error
-    raise task.retry(exc=error, countdown=backoff(task.request.retries)) from error
+    retry(task, error, countdown)

@@ -1,8 +1,8 @@
-"""The pipeline's orchestration; the only code that writes rows.
+"""The pipeline's orchestration: what happens to a managed image, step by step.
 
 Rows are addressed by ``model_label`` ("demo.Photo"), ``pk`` and the managed field's
-name, and every write is a conditional ``UPDATE`` on the row's revision: work started for
-an older image can never overwrite the state of a newer one.
+name. Their state changes only through ``pipeline.state`` (conditional ``UPDATE``s on
+the revision); work is handed to the workers only through ``pipeline.dispatch``.
 
     signal -> task -> media_process -> imaging.render -> storage -> cdn -> row
 """
@@ -13,86 +13,52 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from django.apps import apps
 from django.db import models, transaction
-from django.db.models import F, Q
-from django.utils import timezone
 
-from pipeline import imaging, naming, storage
+from pipeline import dispatch, imaging, naming, state, storage
 from pipeline.cdn import request_invalidation
 from pipeline.conf import pipeline_settings
 from pipeline.errors import PermanentError
-from pipeline.fields import MediaImageField, Status, media_fields
+from pipeline.state import Target, managed_targets
+
+__all__ = ["Target", "managed_targets"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Target:
-    """One managed field of one model: where the row state lives."""
-
-    model: type[models.Model]
-    field: MediaImageField
-
-    @classmethod
-    def of(cls, model_label: str, field_name: str) -> Target:
-        model = apps.get_model(model_label)
-        field = model._meta.get_field(field_name)
-        if not isinstance(field, MediaImageField):
-            raise TypeError(f"{model_label}.{field_name} is not a MediaImageField")
-        return cls(model, field)
-
-    @property
-    def label(self) -> str:
-        return self.model._meta.label
-
-    def col(self, what: str) -> str:
-        return self.field.companion(what)
-
-    def rows(self, pk: Any = None) -> models.QuerySet:
-        qs = self.model._default_manager.all()
-        return qs if pk is None else qs.filter(pk=pk)
-
-    def state(self, status: str, **values: Any) -> dict[str, Any]:
-        """Keyword arguments for ``update()``: a status change plus companion values."""
-        return {
-            self.col("status"): status,
-            self.col("status_changed"): timezone.now(),
-            **{self.col(k): v for k, v in values.items()},
-        }
 
 
 # --- Reacting to the Django surface ---------------------------------------------------
 
 
-def media_file_changed(*, instance: models.Model, field_name: str) -> None:
-    """A save changed the managed file: mark the row pending and process after commit."""
-    target = Target(type(instance), instance._meta.get_field(field_name))
-    name = str(getattr(instance, field_name).name or "")
-    if not name:
-        _clear(target, instance)
+def media_saved(*, model: type[models.Model], pk: Any, field_name: str, name: str) -> None:
+    """A row was saved holding ``name`` in a managed field. If the row's state describes
+    another file, process this one after commit (or, for a cleared field, delete what was
+    published for the old one)."""
+    target = Target.of(model._meta.label, field_name)
+    change = state.file_saved(target, pk, name)
+    if change is None:
         return
-    revision = _mark_pending(target, [instance.pk])[instance.pk]
-    setattr(instance, target.col("status"), Status.PENDING)
-    setattr(instance, target.col("revision"), revision)
-    _enqueue_after_commit(target, {instance.pk: revision})
+    if change.revision is not None:
+        dispatch.send_on_commit(
+            dispatch.PROCESS_MEDIA, target.label, pk, field_name, change.revision
+        )
+    else:
+        _delete_on_commit(sorted(manifest_keys(change.orphaned)))
 
 
-def media_row_deleted(*, instance: models.Model, field_name: str) -> None:
-    """A row is being deleted: remove its public objects once the delete commits."""
-    target = Target(type(instance), instance._meta.get_field(field_name))
-    keys = manifest_keys(getattr(instance, target.col("manifest")) or {})
-    original = str(getattr(instance, field_name).name or "")
+def media_row_deleting(*, model: type[models.Model], pk: Any, field_name: str) -> None:
+    """A row is being deleted: once the delete commits, remove everything it published
+    (read from the database, not from the instance being deleted) and, with
+    ``DELETE_ORIGINALS``, its original unless another row still refers to it."""
+    target = Target.of(model._meta.label, field_name)
+    found = state.row_deleting(target, pk)
+    if found is None:
+        return
+    manifest, original = found
     if not pipeline_settings()["DELETE_ORIGINALS"]:
         original = ""
-    if keys or original:
-        from pipeline import tasks
-
-        transaction.on_commit(lambda: tasks.delete_objects.delay(sorted(keys), original))
+    _delete_on_commit(sorted(manifest_keys(manifest)), original)
 
 
 def media_reprocess(*, model_label: str, field_name: str, pks: Iterable[Any]) -> int:
@@ -102,8 +68,8 @@ def media_reprocess(*, model_label: str, field_name: str, pks: Iterable[Any]) ->
     for them is discarded; the tasks are published after the commit.
     """
     target = Target.of(model_label, field_name)
-    revisions = _mark_pending(target, list(pks))
-    _enqueue_after_commit(target, revisions)
+    revisions = state.mark_pending(target, pks)
+    _process_on_commit(target, revisions)
     return len(revisions)
 
 
@@ -130,134 +96,100 @@ def media_attach(
         # A queryset update: no save signals, the handler must not enqueue a second time.
         target.rows().filter(pk__in=pks).update(**{field_name: name})
         if process:
-            _enqueue_after_commit(target, _mark_pending(target, pks))
+            _process_on_commit(target, state.mark_pending(target, pks))
         else:
-            target.rows().filter(pk__in=pks).update(
-                **target.state(Status.EMPTY, manifest={}, error="")
-            )
+            state.mark_unprocessed(target, pks)
     return len(pks)
 
 
-def media_sweep_stale() -> int:
-    """Re-enqueue rows left pending or processing for longer than ``STALE_AFTER``.
+def media_sweep(*, limit: int = 1000) -> int:
+    """Publish again every row whose deadline passed (beat, every minute): its message was
+    lost (a broker down at commit, or emptied), its worker died (the lease ran out), or
+    it failed for a transient reason and is due for another try. Returns the count.
 
-    ``transaction.on_commit`` publishing is at-most-once, and a worker can die: this is
-    what guarantees that no row stays stuck. Re-running a row is safe (idempotent keys).
+    Re-running a row is safe: keys are deterministic, and a duplicate message finds the
+    row leased to the first one and does nothing.
     """
-    cutoff = timezone.now() - timedelta(seconds=pipeline_settings()["STALE_AFTER"])
     swept = 0
     for target in managed_targets():
-        stuck = target.rows().filter(
-            Q(**{f"{target.col('status')}__in": [Status.PENDING, Status.PROCESSING]}),
-            Q(**{f"{target.col('status_changed')}__lt": cutoff})
-            | Q(**{f"{target.col('status_changed')}__isnull": True}),
-        )
-        revisions = dict(stuck.values_list("pk", target.col("revision"))[:1000])
-        if not revisions:
-            continue
-        with transaction.atomic():
-            target.rows().filter(pk__in=revisions).update(
-                **{target.col("status_changed"): timezone.now()}
-            )
-            _enqueue_after_commit(target, revisions)
-        logger.warning("sweep: re-enqueued %d stuck %s rows", len(revisions), target.label)
-        swept += len(revisions)
+        revisions = state.due_rows(target, limit)
+        if revisions:
+            logger.warning("sweep: %d %s rows due, published again", len(revisions), target.label)
+            _process_on_commit(target, revisions)
+            swept += len(revisions)
     return swept
-
-
-def managed_targets() -> list[Target]:
-    """Every (concrete model, managed field) pair in the project."""
-    return [
-        Target(model, field)
-        for model in apps.get_models()
-        if not model._meta.abstract
-        for field in media_fields(model)
-    ]
 
 
 # --- Processing -----------------------------------------------------------------------
 
 
-def media_process(*, model_label: str, pk: Any, field_name: str, revision: int) -> str:
+def media_process(
+    *, model_label: str, pk: Any, field_name: str, revision: int, task_id: str
+) -> str:
     """Render one row's image into the public bucket and record the outcome on the row.
 
-    Returns "ready", "failed" or "stale" (the row moved on to a newer revision, or is
-    gone). Raises ``TransientError`` for the task to retry; everything it writes uses
+    Returns "ready", "failed" or "stale" (the row moved on to a newer revision, is gone,
+    or is leased to another task). Raises ``TransientError`` (and anything unexpected)
+    for the task to hand to ``media_attempt_failed``; everything written uses
     deterministic keys, so a retry overwrites instead of leaving orphans.
     """
     target = Target.of(model_label, field_name)
-    claimed = (
-        target.rows(pk)
-        .filter(
-            **{
-                target.col("revision"): revision,
-                f"{target.col('status')}__in": [Status.PENDING, Status.PROCESSING],
-            }
-        )
-        .update(
-            **target.state(Status.PROCESSING),
-            **{target.col("attempts"): F(target.col("attempts")) + 1},
-        )
-    )
-    if not claimed:
-        logger.info("%s %s rev %s: stale or already done, skipped", model_label, pk, revision)
+    claim = state.claim(target, pk, revision, task_id)
+    if claim is None:
+        logger.info("%s %s rev %s: stale, leased or done; skipped", model_label, pk, revision)
         return "stale"
-
-    started = time.monotonic()
-    row = target.rows(pk).values(field_name, target.col("manifest")).get()
-    source_name: str = row[field_name]
-    old_manifest: dict[str, Any] = row[target.col("manifest")] or {}
-    profile = pipeline_settings().profile(target.field.profile)
-    try:
-        data = storage.read(storage.primary(), source_name)
-        rendering = imaging.render(data, profile)
-    except PermanentError as e:
-        _finish_failed(target, pk, revision, e.reason, started)
+    conf = pipeline_settings()
+    if claim.attempts > conf["MAX_ATTEMPTS"]:
+        last = claim.last_error.removeprefix("retrying: ") or state.WORKER_LOST
+        reason = f"gave up after {conf['MAX_ATTEMPTS']} attempts: {last}"
+        state.finish_failed(target, pk, revision, reason)
+        logger.error("%s %s rev %s: %s", model_label, pk, revision, reason)
         return "failed"
 
-    manifest = _publish(target, pk, source_name, rendering)
-    new_keys = manifest_keys(manifest)
-    old_keys = manifest_keys(old_manifest)
-    elapsed_ms = int((time.monotonic() - started) * 1000)
+    started = time.monotonic()
+    profile = conf.profile(target.field.profile)
+    try:
+        data = storage.read(storage.primary(), claim.source)
+        state.renew(target, pk, revision, task_id)
+        rendering = imaging.render(data, profile)
+    except PermanentError as e:
+        state.finish_failed(target, pk, revision, e.reason, duration_ms=_ms_since(started))
+        logger.warning("%s %s rev %s: failed: %s", model_label, pk, revision, e.reason)
+        return "failed"
+    state.renew(target, pk, revision, task_id)
+
+    manifest = _publish(target, pk, claim.source, rendering)
+    new_keys, old_keys = manifest_keys(manifest), manifest_keys(claim.manifest)
     with transaction.atomic():
-        done = (
-            target.rows(pk)
-            .filter(**{target.col("revision"): revision})
-            .update(
-                **target.state(
-                    Status.READY,
-                    checksum=rendering.source.sha256,
-                    width=rendering.source.width,
-                    height=rendering.source.height,
-                    format=rendering.source.format,
-                    manifest=manifest,
-                    placeholder={
-                        "color": rendering.placeholder.color,
-                        "preview": rendering.placeholder.preview,
-                    },
-                    error="",
-                    processed_at=timezone.now(),
-                    duration_ms=elapsed_ms,
-                )
-            )
+        done = state.finish_ready(
+            target,
+            pk,
+            revision,
+            manifest=manifest,
+            checksum=rendering.source.sha256,
+            width=rendering.source.width,
+            height=rendering.source.height,
+            format=rendering.source.format,
+            placeholder={
+                "color": rendering.placeholder.color,
+                "preview": rendering.placeholder.preview,
+            },
+            duration_ms=_ms_since(started),
         )
         if done:
-            # Overwritten paths are stale in the CDN now; recorded in the same transaction.
-            request_invalidation(sorted(new_keys & old_keys))
+            # Overwritten with other bytes: stale in the CDN now (recorded in the same
+            # transaction). The same bytes written again are not an overwrite.
+            request_invalidation(sorted(_changed_keys(claim.manifest, manifest)))
     if not done:
-        _discard_stale_outputs(target, pk, source_name, new_keys)
+        _discard_superseded(target, pk, claim.source, new_keys)
         return "stale"
-    removed = old_keys - new_keys
-    if removed:
-        from pipeline import tasks
-
-        tasks.delete_objects.delay(sorted(removed), "")
+    _delete_on_commit(sorted(old_keys - new_keys))
     logger.info(
         "%s %s rev %s: ready in %d ms (%d outputs, %d bytes from %d)",
         model_label,
         pk,
         revision,
-        elapsed_ms,
+        _ms_since(started),
         len(rendering.outputs),
         sum(o.size for o in rendering.outputs),
         rendering.source.size,
@@ -265,30 +197,84 @@ def media_process(*, model_label: str, pk: Any, field_name: str, revision: int) 
     return "ready"
 
 
-def media_give_up(
-    *, model_label: str, pk: Any, field_name: str, revision: int, reason: str
+def media_attempt_failed(
+    *,
+    model_label: str,
+    pk: Any,
+    field_name: str,
+    revision: int,
+    reason: str,
+    transient: bool,
+    retry_in: float | None,
 ) -> None:
-    """Transient errors outlasted every retry: record it (the sweep does not resurrect it)."""
+    """An attempt ended in an error a retry may cure. ``retry_in``: seconds until the
+    task's retry, or None when there is none (the transient error outlasted
+    ``RETRY_WINDOW``, or the task runs in-process where a retry would loop in the caller).
+
+    Transient trouble (S3 or the network away, a time limit) is bounded by the window;
+    anything unexpected is counted, and the row fails once ``MAX_ATTEMPTS`` are used up.
+    A row failed for a transient reason is tried again by the sweep after another window.
+    """
     target = Target.of(model_label, field_name)
-    _finish_failed(target, pk, revision, f"gave up after retries: {reason}", None)
+    conf = pipeline_settings()
+    if retry_in is not None:
+        state.back_to_pending(
+            target,
+            pk,
+            revision,
+            f"retrying: {reason}",
+            due_in=retry_in + conf["STALE_AFTER"],
+            counted=not transient,
+        )
+        logger.warning(
+            "%s %s rev %s: retry in %.0f s: %s", model_label, pk, revision, retry_in, reason
+        )
+        return
+    retry_after = conf["RETRY_WINDOW"] if transient else None
+    state.finish_failed(target, pk, revision, reason, retry_after=retry_after)
+    logger.error("%s %s rev %s: failed: %s", model_label, pk, revision, reason)
 
 
 def media_delete_objects(*, keys: list[str], original: str = "") -> None:
-    """Delete public objects (and optionally an original) and invalidate them."""
+    """Delete public objects, invalidate them, and delete ``original`` from the primary
+    bucket unless a row still refers to it (originals are shared by content: two rows
+    can hold the same one, and the migration shares them on purpose)."""
     public = storage.public()
     for key in keys:
         storage.delete(public, key)
-    if original:
-        storage.delete(storage.primary(), original)
     request_invalidation(keys)
+    if original and not _original_in_use(original):
+        storage.delete(storage.primary(), original)
 
 
 def manifest_keys(manifest: dict[str, Any]) -> set[str]:
     """Every public key a manifest references."""
+    return {e["key"] for e in _entries(manifest)}
+
+
+def _entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     entries = list(manifest.get("variants", ()))
     if manifest.get("original"):
         entries.append(manifest["original"])
-    return {e["key"] for e in entries}
+    return entries
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
+    """Keys in both manifests whose bytes differ (or are not known to be equal)."""
+    before = {e["key"]: e.get("sha256") for e in _entries(old)}
+    return {
+        e["key"]
+        for e in _entries(new)
+        if e["key"] in before and (before[e["key"]] is None or before[e["key"]] != e.get("sha256"))
+    }
+
+
+def _original_in_use(name: str) -> bool:
+    return any(t.rows().filter(**{t.field.name: name}).exists() for t in managed_targets())
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
 
 
 def _publish(
@@ -330,13 +316,14 @@ def _publish(
         "skipped": [
             {"name": s.name, "width": s.width, "reason": s.reason} for s in rendering.skipped
         ],
+        "notes": list(rendering.notes),
     }
 
 
-def _discard_stale_outputs(target: Target, pk: Any, source_name: str, keys: set[str]) -> None:
-    """A newer revision took the row while we rendered. Our outputs live under a folder
-    named after our source file; unless the row still points at that same file (then the
-    newer revision writes the very same keys), they are orphans: delete them."""
+def _discard_superseded(target: Target, pk: Any, source_name: str, keys: set[str]) -> None:
+    """A newer revision took the row while we rendered, or the row was deleted. Our
+    outputs live in a folder unique to our source file: unless the row still holds that
+    same file (then the newer revision writes these very keys), they are orphans."""
     current = target.rows(pk).values_list(target.field.name, flat=True).first()
     if current != source_name and keys:
         public = storage.public()
@@ -345,64 +332,16 @@ def _discard_stale_outputs(target: Target, pk: Any, source_name: str, keys: set[
     logger.info("%s %s: superseded while processing, outputs discarded", target.label, pk)
 
 
-def _finish_failed(
-    target: Target, pk: Any, revision: int, reason: str, started: float | None
-) -> None:
-    values: dict[str, Any] = {"error": reason[:2000]}
-    if started is not None:
-        values["duration_ms"] = int((time.monotonic() - started) * 1000)
-    target.rows(pk).filter(**{target.col("revision"): revision}).update(
-        **target.state(Status.FAILED, **values)
+def _process_on_commit(target: Target, revisions: dict[Any, int]) -> None:
+    dispatch.send_many_on_commit(
+        dispatch.PROCESS_MEDIA,
+        [(target.label, pk, target.field.name, rev) for pk, rev in revisions.items()],
     )
-    logger.warning("%s %s rev %s: failed: %s", target.label, pk, revision, reason)
 
 
-def _mark_pending(target: Target, pks: list[Any]) -> dict[Any, int]:
-    """Bump the revision and mark pending; returns each row's new revision."""
-    with transaction.atomic():
-        rows = target.rows().filter(pk__in=pks).exclude(**{target.field.name: ""})
-        rows.update(
-            **target.state(Status.PENDING, error=""),
-            **{target.col("revision"): F(target.col("revision")) + 1},
-        )
-        # Read back inside the transaction: the UPDATE holds the row locks until commit.
-        return dict(target.rows().filter(pk__in=pks).values_list("pk", target.col("revision")))
-
-
-def _clear(target: Target, instance: models.Model) -> None:
-    """The file was removed from the row: forget its outputs and delete them after commit."""
-    keys = manifest_keys(getattr(instance, target.col("manifest")) or {})
-    target.rows(instance.pk).update(
-        **target.state(
-            Status.EMPTY,
-            manifest={},
-            placeholder={},
-            checksum="",
-            width=None,
-            height=None,
-            format="",
-            error="",
-        ),
-        **{target.col("revision"): F(target.col("revision")) + 1},
-    )
-    setattr(instance, target.col("status"), Status.EMPTY)
-    setattr(instance, target.col("manifest"), {})
-    if keys:
-        from pipeline import tasks
-
-        transaction.on_commit(lambda: tasks.delete_objects.delay(sorted(keys), ""))
-
-
-def _enqueue_after_commit(target: Target, revisions: dict[Any, int]) -> None:
-    from pipeline import tasks
-
-    label, field_name = target.label, target.field.name
-
-    def publish() -> None:
-        for pk, revision in revisions.items():
-            tasks.process_media.delay(label, pk, field_name, revision)
-
-    transaction.on_commit(publish)
+def _delete_on_commit(keys: list[str], original: str = "") -> None:
+    if keys or original:
+        dispatch.send_on_commit(dispatch.DELETE_OBJECTS, keys, original)
 
 
 def storage_check(*, key: str) -> dict[str, object]:

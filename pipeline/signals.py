@@ -1,68 +1,51 @@
 """Signal handlers: tiny, and they only hand over to services.
 
-A save whose managed file changed marks the row pending and enqueues processing after
-the transaction commits; raw saves (fixtures) and saves that did not touch the file do
-nothing. A delete removes the row's public objects after commit. Handlers never call
-``save()`` on the row they were called for.
+Connected once for every model (``PipelineConfig.ready``) and filtered by the concrete
+model, so a row saved through a proxy model is handled like its concrete model's. A save
+hands the file it wrote to ``media_saved``, which compares it with the state in the
+database (never with what the instance remembers); a delete reads what the row published
+under a lock before the row goes. Raw saves (fixtures) are left alone, and handlers never
+save the row they were called for.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from django.db import models
-from django.db.models.signals import post_delete, post_init, post_save
+from django.db.models.signals import post_save, pre_delete
 
-# Name of the instance attribute holding each managed file's name as loaded or last saved.
-_LOADED = "_pipeline_loaded_names"
-
-
-def connect(model: type[models.Model], field_name: str) -> None:
-    """Wire the handlers for one managed field of one concrete model."""
-    uid = f"pipeline:{model._meta.label}.{field_name}"
-    post_init.connect(
-        _remember_name, sender=model, dispatch_uid=f"pipeline:{model._meta.label}:init", weak=False
-    )
-    post_save.connect(_on_save(field_name), sender=model, dispatch_uid=f"{uid}:save", weak=False)
-    post_delete.connect(
-        _on_delete(field_name), sender=model, dispatch_uid=f"{uid}:delete", weak=False
-    )
+from pipeline import services
+from pipeline.fields import media_fields
 
 
-def _remember_name(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    from pipeline.fields import media_fields
-
-    setattr(instance, _LOADED, {f.name: _name(instance, f.name) for f in media_fields(sender)})
-
-
-def _name(instance: models.Model, field_name: str) -> str:
-    # Read the raw value: the descriptor would wrap it in a FieldFile for nothing.
-    value = instance.__dict__.get(field_name)
-    return str(getattr(value, "name", value) or "")
+def connect() -> None:
+    post_save.connect(_saved, dispatch_uid="pipeline:post_save", weak=False)
+    pre_delete.connect(_deleting, dispatch_uid="pipeline:pre_delete", weak=False)
 
 
-def _on_save(field_name: str) -> Any:
-    def handler(
-        sender: type[models.Model], instance: models.Model, created: bool, raw: bool, **kwargs: Any
-    ) -> None:
-        if raw:
-            return
-        loaded = instance.__dict__.setdefault(_LOADED, {})
-        before, now = loaded.get(field_name, ""), _name(instance, field_name)
-        if now == before and not (created and now):
-            return
-        loaded[field_name] = now
-        from pipeline import services
-
-        services.media_file_changed(instance=instance, field_name=field_name)
-
-    return handler
+@cache
+def _managed(model: type[models.Model]) -> tuple[type[models.Model], tuple[str, ...]]:
+    """The concrete model and its managed field names (empty for every other model)."""
+    concrete = model._meta.concrete_model
+    return concrete, tuple(f.name for f in media_fields(concrete))
 
 
-def _on_delete(field_name: str) -> Any:
-    def handler(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-        from pipeline import services
+def _saved(sender: type[models.Model], instance: models.Model, raw: bool, **kwargs: Any) -> None:
+    concrete, names = _managed(sender)
+    if raw or not names:
+        return
+    update_fields = kwargs.get("update_fields")
+    for name in names:
+        if update_fields is not None and name not in update_fields:
+            continue  # this save did not write the column
+        value = instance.__dict__.get(name)  # raw value: no FieldFile built for nothing
+        file_name = str(getattr(value, "name", value) or "")
+        services.media_saved(model=concrete, pk=instance.pk, field_name=name, name=file_name)
 
-        services.media_row_deleted(instance=instance, field_name=field_name)
 
-    return handler
+def _deleting(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    concrete, names = _managed(sender)
+    for name in names:
+        services.media_row_deleting(model=concrete, pk=instance.pk, field_name=name)

@@ -7,52 +7,70 @@ died is simply run again.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
-from pipeline import services
+from pipeline import retry, services
 from pipeline.cdn import tasks as cdn_tasks  # noqa: F401  (registers the CDN tasks)
 from pipeline.errors import TransientError
 from pipeline.migration import tasks as migration_tasks  # noqa: F401  (registers them)
-from pipeline.retry import retries_exhausted, retry_later
+
+logger = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, name="pipeline.tasks.process_media", max_retries=None, ignore_result=True)
-def process_media(self: Task, model_label: str, pk: Any, field_name: str, revision: int) -> str:
+@shared_task(bind=True, name="pipeline.tasks.process_media", ignore_result=True)
+def process_media(
+    self: Task,
+    model_label: str,
+    pk: Any,
+    field_name: str,
+    revision: int,
+    retrying_since: float | None = None,
+) -> str:
     """Render one row's managed image (CPU queue). The outcome is recorded on the row
-    (status, error, timings): a result row per image would only duplicate it, a million
-    of them for a million-file migration."""
+    (status, error, timings): a result row per image would only duplicate it.
+
+    Every exception ends here, recorded on the row: transient ones and time limits are
+    retried within the window, anything unexpected is counted (``MAX_ATTEMPTS``), and
+    none escapes into a worker's log loop, or into the caller in the embedded mode."""
+    row = {"model_label": model_label, "pk": pk, "field_name": field_name, "revision": revision}
     try:
-        return services.media_process(
-            model_label=model_label, pk=pk, field_name=field_name, revision=revision
-        )
-    except TransientError as e:
-        if retries_exhausted(self):
-            services.media_give_up(
-                model_label=model_label,
-                pk=pk,
-                field_name=field_name,
-                revision=revision,
-                reason=str(e),
-            )
-            return "failed"
-        retry_later(self, e)
+        return services.media_process(**row, task_id=self.request.id or "")
+    except (TransientError, SoftTimeLimitExceeded) as e:
+        error, transient = e, True
+        reason = str(e) or "the soft time limit was reached"
+    except Exception as e:  # the task boundary: a bug must fail the row, not loop
+        logger.exception("%s %s rev %s: unexpected error", model_label, pk, revision)
+        error, transient = e, False
+        reason = f"unexpected error: {type(e).__name__}: {e}"
+    retry_in = retry.next_retry(self)
+    services.media_attempt_failed(**row, reason=reason, transient=transient, retry_in=retry_in)
+    if retry_in is None:
+        return "failed"
+    retry.retry(self, error, retry_in)
 
 
-@shared_task(bind=True, name="pipeline.tasks.delete_objects", max_retries=None, ignore_result=True)
-def delete_objects(self: Task, keys: list[str], original: str = "") -> None:
+@shared_task(bind=True, name="pipeline.tasks.delete_objects", ignore_result=True)
+def delete_objects(
+    self: Task, keys: list[str], original: str = "", retrying_since: float | None = None
+) -> None:
     """Delete public objects of a deleted row or a superseded render (transfer queue)."""
     try:
         services.media_delete_objects(keys=keys, original=original)
     except TransientError as e:
-        retry_later(self, e)
+        if self.request.is_eager:  # in-process: leave it to `audit_media --fix`
+            logger.error("could not delete %d objects (%s): %s", len(keys), original, e)
+            return
+        retry.retry_within_window(self, e)
 
 
-@shared_task(name="pipeline.tasks.sweep_stale_media")
+@shared_task(name="pipeline.tasks.sweep_stale_media", ignore_result=True)
 def sweep_stale_media() -> int:
-    """Periodic (beat): re-enqueue rows stuck pending or processing."""
-    return services.media_sweep_stale()
+    """Periodic (beat, every minute): publish again the rows whose deadline passed."""
+    return services.media_sweep()
 
 
 @shared_task(name="pipeline.tasks.check_storage")

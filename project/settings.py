@@ -124,8 +124,10 @@ _s3_common = {
         signature_version="s3v4",
         s3={"addressing_style": "path" if AWS_S3_ENDPOINT_URL else "virtual"},
         max_pool_connections=env.int("AWS_S3_MAX_POOL_CONNECTIONS", default=32),
-        connect_timeout=5,
-        read_timeout=60,
+        # A server that accepts connections and never answers is an outage too: bounded
+        # waits make it a retried error instead of a hung task.
+        connect_timeout=env.float("AWS_S3_CONNECT_TIMEOUT", default=5),
+        read_timeout=env.float("AWS_S3_READ_TIMEOUT", default=30),
         retries={"mode": "standard", "max_attempts": 3},
         # ContentMD5 already guards every PUT; skip botocore's extra CRC32 pass (measured:
         # a visible share of a worker's CPU per upload).
@@ -181,6 +183,13 @@ CLOUDFRONT_DISTRIBUTION_ID = env.str("CLOUDFRONT_DISTRIBUTION_ID", default="")
 AWS_CLOUDFRONT_ENDPOINT_URL = env.str("AWS_CLOUDFRONT_ENDPOINT_URL", default="") or None
 
 PIPELINE = {
+    # How long work waits and retries (pipeline/conf.py explains each); from the
+    # environment so that an operator, or a fault test, can tighten them.
+    **{
+        key: env.int(f"PIPELINE_{key}")
+        for key in ("STALE_AFTER", "LEASE", "RETRY_WINDOW", "RETRY_BACKOFF_MAX", "MAX_ATTEMPTS")
+        if f"PIPELINE_{key}" in env
+    },
     "PROFILES": {
         "default": {},
         "product": {"widths": [320, 640, 1024], "aspect": [4, 3]},
@@ -229,13 +238,23 @@ CELERY_TASK_TRACK_STARTED = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker that is down when a save commits: give up publishing after about a second
+# (the save already happened; the sweep publishes the row once the broker is back).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
 # Longer than any retry countdown (RETRY_BACKOFF_MAX) plus the hard time limit, so a
 # delayed retry is never redelivered to a second worker while it waits.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stale-media": {"task": "pipeline.tasks.sweep_stale_media", "schedule": 300.0},
+    # Rows whose deadline passed (lost message, dead worker, transient failure) are
+    # published again; with the default lease and STALE_AFTER that is within 5 minutes.
+    "sweep-stale-media": {"task": "pipeline.tasks.sweep_stale_media", "schedule": 60.0},
     "sweep-migration-runs": {"task": "pipeline.migration.tasks.sweep_runs", "schedule": 300.0},
     "flush-invalidations": {
         "task": "pipeline.cdn.tasks.flush_invalidations",

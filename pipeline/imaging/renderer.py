@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from PIL import Image
+
 from .detect import header_exif, open_image
 from .encode import NO_METADATA, Metadata, encode, fallback_format
 from .geometry import crop_box, plan
@@ -32,6 +34,7 @@ def render(data: bytes, profile: Profile) -> Rendering:
         profile.max_original,
     )
     exif = header_exif(im, source.format) if profile.keep_metadata else None
+    notes = _notes(im, source, profile, animate)
     images, decoded = decode(im, source, layout.box, layout.steps[0].size, animate=animate)
     im.close()
     metadata = Metadata.of(exif, decoded.icc) if exif is not None else NO_METADATA
@@ -66,6 +69,7 @@ def render(data: bytes, profile: Profile) -> Rendering:
         skipped=tuple(Skipped(*s) for s in layout.skipped),
         placeholder=make_placeholder(images[0], profile.background),
         profile=profile.name,
+        notes=notes,
     )
 
 
@@ -80,6 +84,30 @@ def _jpeg_quality(
     if size[0] * size[1] < source.width * source.height:
         return None
     return min(profile.quality["jpeg"], source.jpeg_quality)
+
+
+# Header entries that carry metadata about the photo or its owner (EXIF holds GPS and
+# device serials, XMP and comments free text).
+_METADATA_KEYS = ("exif", "xmp", "XML:com.adobe.xmp", "comment")
+
+
+def _notes(im: Image.Image, source: SourceInfo, profile: Profile, animate: bool) -> tuple[str, ...]:
+    """What the public outputs leave out on purpose, for the row to say."""
+    notes = []
+    if source.animated and not animate:
+        if not profile.keep_animation:
+            notes.append(
+                "animation not kept (the profile's keep_animation is off): first frame only"
+            )
+        else:
+            notes.append(
+                f"animation dropped: {source.frames} frames of {source.width}x{source.height} "
+                f"exceed the budget ({profile.max_frames} frames, {profile.max_pixels} pixels "
+                "in all): first frame only"
+            )
+    if not profile.keep_metadata and any(im.info.get(k) for k in _METADATA_KEYS):
+        notes.append("metadata removed from the public outputs (EXIF, XMP, comments)")
+    return tuple(notes)
 
 
 def _within_budget(source: SourceInfo, profile: Profile) -> bool:

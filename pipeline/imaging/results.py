@@ -107,6 +107,8 @@ class Rendering:
     skipped: tuple[Skipped, ...]
     placeholder: Placeholder
     profile: str = ""
+    # What the engine dropped on purpose, one line each ("animation dropped: ...").
+    notes: tuple[str, ...] = ()
 
     @property
     def original(self) -> Output:

@@ -59,8 +59,8 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Sum, Windo
 from django.db.models.functions import Cast, Collate, Length, RowNumber
 from django.utils import timezone
 
+from pipeline import dispatch, storage
 from pipeline import services as media_services
-from pipeline import storage
 from pipeline.conf import pipeline_settings
 from pipeline.fields import Status
 from pipeline.migration import plan as rules
@@ -242,13 +242,11 @@ def migration_requeue(*, run_id: int) -> None:
 
 def migration_detach(*, run_id: int) -> None:
     """Hand a run over to the workers (``--detach``), whatever step it is at."""
-    from pipeline.migration import tasks
-
     state = MigrationRun.objects.values_list("state", flat=True).get(pk=run_id)
     if state in (Run.SCANNING, Run.PLANNING):
-        tasks.start_run.delay(run_id)
+        dispatch.send(dispatch.START_RUN, run_id)
     elif state in (Run.RUNNING, Run.PROCESSING):
-        tasks.coordinate.delay(run_id)
+        dispatch.send(dispatch.COORDINATE, run_id)
 
 
 def migration_start(*, run_id: int) -> None:
@@ -977,8 +975,6 @@ def migration_top_up(*, run_id: int) -> int:
     queued longer than ``STALE_CHUNK_AFTER`` ago are published again (a lost message, a
     whole worker killed); running a chunk twice is harmless.
     """
-    from pipeline.migration import tasks
-
     conf = pipeline_settings()["MIGRATION"]
     now = timezone.now()
     stale = now - timedelta(seconds=conf["STALE_CHUNK_AFTER"])
@@ -1005,7 +1001,7 @@ def migration_top_up(*, run_id: int) -> int:
                 state=Chunk.QUEUED, queued_at=now, attempts=F("attempts") + 1
             )
         if picked:
-            transaction.on_commit(lambda: [tasks.run_chunk.delay(pk) for pk in picked])
+            dispatch.send_many_on_commit(dispatch.RUN_CHUNK, [(pk,) for pk in picked])
     if not picked and in_flight == 0:
         migration_advance(run_id=run_id)
     return len(picked)
@@ -1076,11 +1072,7 @@ def migration_advance(*, run_id: int, follow: bool = False) -> str:
             _finish(run)
             return Run.DONE
         if follow and not is_eager():
-            from pipeline.migration import tasks
-
-            transaction.on_commit(
-                lambda: tasks.coordinate.apply_async((run_id,), countdown=FOLLOW_EVERY)
-            )
+            dispatch.send_on_commit(dispatch.COORDINATE, run_id, countdown=FOLLOW_EVERY)
     return run.state
 
 

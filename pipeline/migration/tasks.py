@@ -12,19 +12,17 @@ from celery import Task, shared_task
 
 from pipeline.errors import TransientError
 from pipeline.migration import services
-from pipeline.retry import retry_later
+from pipeline.retry import retry_within_window
 
 
-@shared_task(
-    bind=True, name="pipeline.migration.tasks.run_chunk", max_retries=None, ignore_result=True
-)
-def run_chunk(self: Task, chunk_id: int) -> None:
+@shared_task(bind=True, name="pipeline.migration.tasks.run_chunk", ignore_result=True)
+def run_chunk(self: Task, chunk_id: int, retrying_since: float | None = None) -> None:
     """Upload, re-link and import one chunk, then top the queue up again."""
     try:
         services.migration_run_chunk(chunk_id=chunk_id)
     except TransientError as e:
-        # Out of retries, the chunk stays queued; the coordinator publishes it again later.
-        retry_later(self, e)
+        # After the retry window the chunk stays queued; the sweep publishes it again.
+        retry_within_window(self, e)
 
 
 @shared_task(name="pipeline.migration.tasks.coordinate", ignore_result=True)
