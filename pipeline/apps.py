@@ -7,9 +7,11 @@ class PipelineConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported for what importing does: registering the system checks, and the
+        # tasks that pipeline.dispatch sends by name.
         import pipeline.cdn.checks
-        import pipeline.checks  # noqa: F401  (registers the model checks)
-        import pipeline.tasks  # noqa: F401  (registers the tasks that dispatch sends by name)
+        import pipeline.checks
+        import pipeline.tasks  # noqa: F401
         from pipeline import signals
         from pipeline.conf import pipeline_settings
 
