@@ -5,16 +5,19 @@ leaving orphans, and the same content under the same row always lands in the sam
 
 Public layout (one folder per row and source file)::
 
-    media/7f/demo.photo-42/sunset-3f2a9c1b0d2e/w640.webp
-    ^     ^  ^             ^                   ^
-    |     |  |             |                   output name + format extension
-    |     |  |             slug of the original's name (which carries a content hash)
+    media/7f/demo.photo-42/sunset-3f2a9c1b0d2e-9b1c04aa/w640.webp
+    ^     ^  ^             ^                   ^        ^
+    |     |  |             |                   |        output name + format extension
+    |     |  |             |                   8 hex of a hash of the source's full name
+    |     |  |             slug of the source's file name
     |     |  the row's identity: model label and primary key
     |     two hex digits of a hash of the identity: spreads S3 prefixes
     KEY_PREFIX setting
 
-Because the folder includes the original's (content-hashed) name, a new upload gets new
-keys and cannot clobber the outputs of the previous one while both are in flight.
+The folder is unique to the source file (its whole name, folders and extension included:
+``legacy/2019/img-0001.jpg`` and ``legacy/2020/img-0001.png`` share a slug, not a folder),
+so a new upload gets new keys and a superseded render can never touch the outputs of the
+file that replaced it.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ def public_folder(*, prefix: str, model_label: str, pk: object, source_name: str
     """The public folder of one row's outputs for one source file (see module docstring)."""
     identity = f"{model_label.lower()}-{pk}"
     shard = hashlib.sha256(identity.encode()).hexdigest()[:2]
-    parts = [prefix.strip("/"), shard, identity, slugify_filename(source_name)]
+    source = (
+        f"{slugify_filename(source_name)}-{hashlib.sha256(source_name.encode()).hexdigest()[:8]}"
+    )
+    parts = [prefix.strip("/"), shard, identity, source]
     return "/".join(p for p in parts if p)
 
 
