@@ -98,7 +98,12 @@ class MediaAdminMixin:
 
     def _img(self, obj: models.Model, width: int) -> str:
         file = getattr(obj, _first_field(obj).name)
-        url = file.url_for(width, "webp") or file.url_for(width, "jpeg")
+        # An image narrower than every variant width has only its optimized original.
+        url = (
+            file.url_for(width, "webp")
+            or file.url_for(width, "jpeg")
+            or (file.optimized or {}).get("url")
+        )
         if url:
             return format_html('<img src="{}" width="{}" alt="" loading="lazy">', url, width)
         color = file.placeholder.get("color")

@@ -30,8 +30,10 @@ def picture(
     **attrs: str,
 ) -> SafeString:
     css_class = attrs.get("class", "")
-    if not file or not file.is_ready or not file.variants:
+    if not file or not file.is_ready or not (file.variants or file.optimized):
         return _placeholder(file, alt, css_class)
+    if not file.variants:  # narrower than every width: the optimized original alone
+        return _original_only(file, sizes, alt, css_class)
     formats = file.formats()
     fallback_fmt = next((f for f in FALLBACKS if f in formats), formats[-1])
     fallback = sorted(
@@ -52,6 +54,22 @@ def picture(
         sizes,
         largest["width"],
         largest["height"],
+        alt,
+        format_html(' class="{}"', css_class) if css_class else "",
+    )
+
+
+def _original_only(file: MediaFieldFile, sizes: str, alt: str, css_class: str) -> SafeString:
+    original = file.optimized or {}
+    return format_html(
+        '<picture><img src="{}" srcset="{} {}w" sizes="{}" width="{}" height="{}" alt="{}"'
+        '{} loading="lazy" decoding="async"></picture>',
+        original["url"],
+        original["url"],
+        original["width"],
+        sizes,
+        original["width"],
+        original["height"],
         alt,
         format_html(' class="{}"', css_class) if css_class else "",
     )
