@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.exceptions import ReadTimeoutError
 from botocore.stub import ANY, Stubber
 from django.db import transaction
 from django.utils import timezone
@@ -26,7 +26,7 @@ from django.utils import timezone
 from pipeline.cdn import request_invalidation
 from pipeline.cdn.backends import CloudFrontBackend, get_backend
 from pipeline.cdn.services import cdn_status, invalidations_flush, invalidations_poll
-from pipeline.errors import CDNUnavailable
+from pipeline.errors import CDNRefused, CDNUnavailable
 from pipeline.models import CDNInvalidation, CDNPendingPath
 from tests.services import create_distribution
 
@@ -348,7 +348,7 @@ def test_connection_refused_keeps_paths_pending(distribution: Any, settings: Any
     assert CDNInvalidation.objects.get().claimed_paths.count() == 2
 
 
-def test_a_wrong_distribution_bubbles_up_and_keeps_the_paths(settings: Any) -> None:
+def test_a_wrong_distribution_is_refused_and_keeps_the_paths(settings: Any) -> None:
     settings.PIPELINE = {
         **settings.PIPELINE,
         "CDN": {
@@ -360,7 +360,7 @@ def test_a_wrong_distribution_bubbles_up_and_keeps_the_paths(settings: Any) -> N
         },
     }
     request_invalidation(variants(11, 2))
-    with pytest.raises(ClientError, match="NoSuchDistribution"):
+    with pytest.raises(CDNRefused, match="NoSuchDistribution"):
         invalidations_flush(now=later())
     batch = CDNInvalidation.objects.get()
     assert batch.status == Status.QUEUED and "NoSuchDistribution" in batch.last_error
