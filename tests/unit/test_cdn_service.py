@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
@@ -639,9 +640,10 @@ def test_admin_retry_and_discard_need_the_change_permission(
     assert "Retry selected batches" in page and "Discard selected batches" in page
     assert 'name="_save"' not in operator.get(change_page).content.decode()  # still read-only
     response = operator.post(
-        changelist, {"action": "retry_batches", "_selected_action": [batch.pk]}
+        changelist, {"action": "retry_batches", "_selected_action": [batch.pk]}, follow=True
     )
-    assert response.status_code == 302
+    page = response.content.decode()
+    assert "1 set-aside batch(es) queued again" in page and "left alone" not in page
     batch.refresh_from_db()
     assert batch.status == Status.QUEUED and batch.refusals == 0
 
@@ -651,6 +653,7 @@ def test_admin_retry_and_discard_need_the_change_permission(
     assert batch.status == Status.SET_ASIDE
     operator.post(changelist, {"action": "discard_batches", "_selected_action": [batch.pk]})
     assert not CDNInvalidation.objects.exists() and not CDNPendingPath.objects.exists()
+    assert LogEntry.objects.filter(object_id=str(batch.pk), action_flag=DELETION).exists()
 
 
 # --- configuration ------------------------------------------------------------------------
