@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
         # Beat periods (seconds) of the flush and of the status poll.
         "FLUSH_INTERVAL": 60,
         "POLL_INTERVAL": 120,
+        # A request the CDN refuses for good (wrong distribution, bad request) is retried
+        # with backoff, then set aside after this many refusals so later requests go on.
+        "MAX_REFUSALS": 5,
         # The cost estimate of `manage.py cdn_status` (CloudFront's price list).
         "FREE_PATHS_PER_MONTH": 1000,
         "PRICE_PER_PATH": "0.005",
@@ -192,6 +195,7 @@ def _validate_cdn(cdn: dict[str, Any]) -> None:
     number("FLUSH_MAX_DELAY", 0)
     number("FLUSH_INTERVAL", 1)
     number("POLL_INTERVAL", 1)
+    number("MAX_REFUSALS", 1)
     number("FREE_PATHS_PER_MONTH", 0)
     try:
         price = Decimal(str(cdn["PRICE_PER_PATH"]))

@@ -4,8 +4,9 @@ Every failure the pipeline can name is one of two kinds, and the kind decides wh
 happens next:
 
 * ``PermanentError``: the input is bad (a corrupt file, a decompression bomb, a file
-  that is not an image). Retrying cannot help: the row is marked failed with the
-  one-line ``reason``, and the worker moves on.
+  that is not an image, a request the CDN refuses). Retrying cannot help: the row is
+  marked failed (a CDN request set aside) with the one-line ``reason``, and the worker
+  moves on.
 * ``TransientError``: the outside world hiccuped (S3 or CloudFront unreachable,
   throttling, a timeout). Tasks retry these with exponential backoff and jitter.
 
@@ -42,6 +43,12 @@ class ObjectNotFound(PermanentError):
 
 class UnsafePath(PermanentError):
     """A path or key would escape its root (``..``, absolute paths, links out of a tree)."""
+
+
+class CDNRefused(PermanentError):
+    """The CDN refused an invalidation request for a reason a retry cannot fix (a wrong
+    distribution id, access denied, a malformed request). ``reason`` is the CDN's code and
+    message; the request is retried a few times, then set aside for a person to decide."""
 
 
 class TransientError(PipelineError):

@@ -10,9 +10,11 @@ keys, mapped onto the constructor's lower-case keyword arguments; an unknown key
 * :class:`NoopBackend`: no CDN in front of the bucket; nothing is recorded or sent.
 
 A backend only talks to the CDN. Failures the CDN may recover from (too many invalidations
-in progress, throttling, connection errors, timeouts) become ``CDNUnavailable``; anything
-else (a wrong distribution id, a malformed request) is a bug or a misconfiguration and
-bubbles up unchanged. Recording, batching and retrying live in ``pipeline.cdn.services``.
+in progress, throttling, connection errors, timeouts, 5xx) become ``CDNUnavailable``; any
+other answer of the CDN (a wrong distribution id, access denied, a malformed request) is a
+refusal a retry cannot fix and becomes ``CDNRefused`` with the CDN's code and message.
+Anything else is a bug and bubbles up unchanged. Recording, batching, retrying and setting
+refused requests aside live in ``pipeline.cdn.services``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from pipeline.cdn.batching import (
     CLOUDFRONT_MAX_WILDCARDS_IN_PROGRESS,
 )
 from pipeline.conf import pipeline_settings
-from pipeline.errors import CDNUnavailable
+from pipeline.errors import CDNRefused, CDNUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -224,18 +226,19 @@ class CloudFrontBackend(InvalidationBackend):
 
 @contextmanager
 def _mapped_errors(operation: str) -> Iterator[None]:
-    """Turns the CDN's recoverable failures into ``CDNUnavailable``; the rest bubbles up."""
+    """Recoverable failures become ``CDNUnavailable``, other refusals ``CDNRefused``."""
     try:
         yield
     except ClientError as e:
         error = e.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        message = f"CloudFront {operation}: {code or status}: {error.get('Message', '')}"
         if code in _TRANSIENT_CODES or status == 429 or status >= 500:
-            raise CDNUnavailable(
-                f"CloudFront {operation}: {code or status}: {error.get('Message', '')}"
-            ) from e
-        raise
+            raise CDNUnavailable(message) from e
+        # Unknown codes land here too: a few bounded tries, then set aside, is safer than
+        # retrying a request CloudFront will never take, blocking every later batch.
+        raise CDNRefused(message) from e
     except (BotoConnectionError, HTTPClientError) as e:
         # Connection refused/reset, DNS, connect and read timeouts: the request may or
         # may not have been accepted; the retry repeats its CallerReference either way.

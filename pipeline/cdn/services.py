@@ -17,6 +17,11 @@ Life of a path:
    timeout): the batch stays queued with a backoff and is later re-sent *unchanged*, with
    the same ``CallerReference``, so a request CloudFront did accept before the timeout is
    answered with that same invalidation, never a second one. Nothing is dropped.
+   Refused for good (``CDNRefused``: a wrong distribution, a bad request): retried the
+   same way, but after ``MAX_REFUSALS`` refusals the batch is *set aside* with its claimed
+   paths and reason, and the flush goes on with later batches. A set-aside batch holds no
+   CDN capacity and is never sent again on its own: ``invalidations_retry`` re-queues it
+   (for instance once the distribution id is fixed), ``invalidations_discard`` drops it.
 4. ``invalidations_poll()`` asks the CDN about requests in progress until they complete;
    the flush keeps what is in progress under CloudFront's limits (3,000 paths, 15
    wildcards per distribution).
@@ -46,7 +51,7 @@ from pipeline.cdn.batching import (
 )
 from pipeline.cdn.paths import cloudfront_path, path_digest
 from pipeline.conf import pipeline_settings
-from pipeline.errors import CDNUnavailable
+from pipeline.errors import CDNRefused, CDNUnavailable
 from pipeline.models.cdn import CDNInvalidation, CDNPendingPath
 
 logger = logging.getLogger(__name__)
@@ -67,7 +72,8 @@ T = TypeVar("T")
 
 
 class FlushDeferred(CDNUnavailable):
-    """The CDN refused or could not take a batch; it stays queued until ``retry_after``."""
+    """The CDN could not take a batch, or refused it fewer than ``MAX_REFUSALS`` times; it
+    stays queued until ``retry_after`` (the cause says which)."""
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
@@ -149,6 +155,8 @@ class FlushReport:
     """Paths wait because the CDN has as much in progress as it allows."""
     deferred_until: datetime | None = None
     """A queued request is backing off until then; nothing new is sent before it goes."""
+    set_aside: list[int] = field(default_factory=list)
+    """Ids of the ``CDNInvalidation`` rows refused ``MAX_REFUSALS`` times and set aside."""
 
 
 def invalidations_flush(
@@ -157,8 +165,9 @@ def invalidations_flush(
     """Send what is pending: first any queued (unaccepted) request, then new batches.
 
     Raises ``FlushDeferred`` (a ``CDNUnavailable``) when the CDN did not accept a request;
-    the request stays queued with a backoff. Other errors bubble up (after being recorded
-    on the batch, which also backs off, so a bug does not hammer the CDN).
+    the request stays queued with a backoff. A request refused for the ``MAX_REFUSALS``-th
+    time is set aside instead, and the flush goes on. Other errors bubble up (after being
+    recorded on the batch, which also backs off, so a bug does not hammer the CDN).
     """
     now = now or timezone.now()
     backend = get_backend()
@@ -175,19 +184,22 @@ def invalidations_flush(
             batch = _claim_batch(backend, conf, now, report)
             if batch is None:
                 break
-        _send(backend, batch, now)
+        if not _send(backend, batch, now, max_refusals=int(conf["MAX_REFUSALS"])):
+            report.set_aside.append(batch.pk)
+            continue
         report.sent.append(batch.pk)
         report.paths_sent += batch.path_count
         report.covered += batch.covered_count
-    if report.sent or report.deferred_until:
+    if report.sent or report.deferred_until or report.set_aside:
         logger.info(
             "CDN flush: %d request(s) of %d path(s) for %d requested; %d held; "
-            "a refused request backs off until %s",
+            "a refused request backs off until %s; %d set aside",
             len(report.sent),
             report.paths_sent,
             report.covered,
             report.held,
             report.deferred_until or "-",
+            len(report.set_aside),
         )
     return report
 
@@ -318,11 +330,24 @@ def _claim_covered(batch: CDNInvalidation, wildcards: Sequence[str]) -> int:
     )
 
 
-def _send(backend: InvalidationBackend, batch: CDNInvalidation, now: datetime) -> None:
-    """Send a leased queued request; record the answer, or the failure and its backoff."""
+def _send(
+    backend: InvalidationBackend, batch: CDNInvalidation, now: datetime, *, max_refusals: int
+) -> bool:
+    """Send a leased queued request; record the answer, or the failure and its backoff.
+
+    Returns False when the CDN refused it for the ``max_refusals``-th time and it was set
+    aside; raises ``FlushDeferred`` when it stays queued.
+    """
     assert batch.caller_reference, "a queued batch always has its CallerReference"
     try:
         sent = backend.create_invalidation(batch.paths, caller_reference=batch.caller_reference)
+    except CDNRefused as e:
+        if batch.refusals + 1 >= max_refusals:
+            _set_aside(batch, e, now)
+            return False
+        # Retried a few times first: a refusal can be a blip (credentials rotating).
+        delay = _record_failure(batch, e, now, refused=True)
+        raise FlushDeferred(str(e), retry_after=delay) from e
     except CDNUnavailable as e:
         delay = _record_failure(batch, e, now)
         raise FlushDeferred(str(e), retry_after=delay) from e
@@ -353,16 +378,24 @@ def _send(backend: InvalidationBackend, batch: CDNInvalidation, now: datetime) -
         batch.covered_count,
         batch.caller_reference,
     )
+    return True
 
 
-def _record_failure(batch: CDNInvalidation, error: BaseException, now: datetime) -> float:
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:2000]
+
+
+def _record_failure(
+    batch: CDNInvalidation, error: BaseException, now: datetime, *, refused: bool = False
+) -> float:
     attempts = batch.attempts + 1
     delay = backoff_delay(
         attempts, base=BACKOFF_BASE, cap=float(pipeline_settings()["RETRY_BACKOFF_MAX"])
     )
     CDNInvalidation.objects.filter(pk=batch.pk).update(
         attempts=attempts,
-        last_error=f"{type(error).__name__}: {error}"[:2000],
+        refusals=F("refusals") + (1 if refused else 0),
+        last_error=_error_text(error),
         next_attempt_at=now + timedelta(seconds=delay),
     )
     logger.warning(
@@ -376,6 +409,92 @@ def _record_failure(batch: CDNInvalidation, error: BaseException, now: datetime)
         error,
     )
     return delay
+
+
+def _set_aside(batch: CDNInvalidation, error: CDNRefused, now: datetime) -> None:
+    """Park a request refused ``MAX_REFUSALS`` times: it keeps its paths and reason, stops
+    counting against the CDN's in-progress limits, and no longer blocks later requests."""
+    CDNInvalidation.objects.filter(pk=batch.pk, status=Status.QUEUED).update(
+        status=Status.SET_ASIDE,
+        set_aside_at=now,
+        next_attempt_at=None,
+        attempts=F("attempts") + 1,
+        refusals=F("refusals") + 1,
+        last_error=_error_text(error),
+    )
+    logger.error(
+        "CDN invalidation batch %s (%d path(s), ref %s) refused %d time(s), set aside; "
+        "retry or discard it in the admin: %s",
+        batch.pk,
+        batch.path_count,
+        batch.caller_reference,
+        batch.refusals + 1,
+        error.reason,
+    )
+
+
+# --- set-aside requests: retry or discard --------------------------------------------
+
+
+def invalidations_retry(*, batch_ids: Iterable[int], now: datetime | None = None) -> int:
+    """Queue set-aside requests again, unchanged (same paths and ``CallerReference``), with
+    their attempts and refusals reset; returns how many. Other statuses are left alone.
+
+    They are sent to the backend configured *now*, so fixing a wrong distribution id and
+    retrying is the cure for a misconfiguration.
+    """
+    now = now or timezone.now()
+    ids = list(batch_ids)
+    with transaction.atomic():
+        retried = sum(
+            CDNInvalidation.objects.filter(pk__in=chunk, status=Status.SET_ASIDE).update(
+                status=Status.QUEUED,
+                attempts=0,
+                refusals=0,
+                next_attempt_at=now,
+                set_aside_at=None,
+            )
+            for chunk in _chunks(ids)
+        )
+        if retried:
+            transaction.on_commit(_enqueue_flush, robust=True)
+    if retried:
+        logger.info("CDN: %d set-aside invalidation batch(es) queued again", retried)
+    return retried
+
+
+def invalidations_discard(*, batch_ids: Iterable[int]) -> int:
+    """Delete set-aside requests and the requested paths they hold; returns how many.
+
+    Deleted rather than marked: a set-aside request was never accepted, so it cost and
+    invalidated nothing, and nothing reads it again; a "discarded" status would only pile
+    up. The admin's history keeps who discarded which batch, and a warning is logged with
+    its path count and reason. Other statuses are left alone (a queued request still owns
+    paths about to be sent).
+    """
+    ids = list(batch_ids)
+    discarded: list[CDNInvalidation] = []
+    with transaction.atomic():
+        for chunk in _chunks(ids):
+            # Locked (PostgreSQL) so a concurrent retry cannot re-queue a batch whose paths
+            # are being deleted; SQLite serializes the writes anyway.
+            batches = list(
+                CDNInvalidation.objects.select_for_update()
+                .filter(pk__in=chunk, status=Status.SET_ASIDE)
+                .only("pk", "path_count", "last_error")
+            )
+            pks = [b.pk for b in batches]
+            CDNPendingPath.objects.filter(batch_id__in=pks).delete()
+            CDNInvalidation.objects.filter(pk__in=pks).delete()
+            discarded.extend(batches)
+    for batch in discarded:
+        logger.warning(
+            "CDN invalidation batch %s discarded: %d path(s) will not be invalidated (%s)",
+            batch.pk,
+            batch.path_count,
+            batch.last_error,
+        )
+    return len(discarded)
 
 
 # --- polling --------------------------------------------------------------------------
@@ -416,6 +535,12 @@ class CDNStatus:
     pending_sample: list[str]
     queued: list[CDNInvalidation]
     claimed: int
+    """Requested paths held by queued requests."""
+    set_aside: list[CDNInvalidation]
+    """The oldest set-aside requests (at most the ``set_aside`` limit of ``cdn_status``)."""
+    set_aside_count: int
+    set_aside_paths: int
+    """Requested paths held by set-aside requests (not invalidated until retried)."""
     recent: list[CDNInvalidation]
     month_start: datetime
     month_requests: int
@@ -428,8 +553,10 @@ def month_start(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def cdn_status(*, now: datetime | None = None, recent: int = 20, sample: int = 0) -> CDNStatus:
-    """The backlog, recent requests and this month's billable paths."""
+def cdn_status(
+    *, now: datetime | None = None, recent: int = 20, sample: int = 0, set_aside: int = 50
+) -> CDNStatus:
+    """The backlog, set-aside and recent requests, and this month's billable paths."""
     now = now or timezone.now()
     backend = get_backend()
     conf = _cdn_conf()
@@ -439,6 +566,8 @@ def cdn_status(*, now: datetime | None = None, recent: int = 20, sample: int = 0
     sent = CDNInvalidation.objects.filter(sent_at__gte=start)
     billed = sent.filter(billable=True).aggregate(n=Count("id"), paths=Sum("path_count"))
     unbilled = sent.filter(billable=False).aggregate(paths=Sum("path_count"))
+    aside = CDNInvalidation.objects.filter(status=Status.SET_ASIDE)
+    claimed = CDNPendingPath.objects.filter(batch__isnull=False)
     return CDNStatus(
         backend=f"{type(backend).__module__}.{type(backend).__qualname__}",
         target=backend.target,
@@ -449,8 +578,13 @@ def cdn_status(*, now: datetime | None = None, recent: int = 20, sample: int = 0
             unclaimed.order_by("requested_at", "id").values_list("path", flat=True)[:sample]
         ),
         queued=list(CDNInvalidation.objects.filter(status=Status.QUEUED).order_by("created_at")),
-        claimed=CDNPendingPath.objects.filter(batch__isnull=False).count(),
-        recent=list(CDNInvalidation.objects.exclude(status=Status.QUEUED)[:recent]),
+        claimed=claimed.filter(batch__status=Status.QUEUED).count(),
+        set_aside=list(aside.order_by("created_at", "id")[:set_aside]),
+        set_aside_count=aside.count(),
+        set_aside_paths=claimed.filter(batch__status=Status.SET_ASIDE).count(),
+        recent=list(
+            CDNInvalidation.objects.exclude(status__in=[Status.QUEUED, Status.SET_ASIDE])[:recent]
+        ),
         month_start=start,
         month_requests=billed["n"],
         month_cost=estimate_cost(

@@ -2,8 +2,9 @@
 
 Routed to the ``cdn`` queue (``workers/celery.py``) and scheduled by beat. Both are
 idempotent: a redelivered or concurrent run finds nothing to claim twice. Only
-``CDNUnavailable`` is retried; the batch itself remembers its backoff, so a retry that
-arrives early finds it not yet due and returns.
+``CDNUnavailable`` is retried (including ``FlushDeferred`` for a batch refused fewer than
+``MAX_REFUSALS`` times); the batch itself remembers its backoff, so a retry that arrives
+early finds it not yet due and returns.
 """
 
 from __future__ import annotations

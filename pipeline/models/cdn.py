@@ -4,6 +4,8 @@ A path requested for invalidation is a :class:`CDNPendingPath` row until a batch
 the batch (:class:`CDNInvalidation`) is written *before* its request is sent, with the
 ``CallerReference`` it will always be sent with, so a retry after a timeout, a crash or a
 redelivered task repeats the same request instead of creating a second invalidation.
+A batch the CDN refuses for good is *set aside* (a dead letter) with its claimed paths,
+so later batches go on, until a person retries or discards it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class CDNInvalidation(models.Model):
         QUEUED = "queued", "Queued (not yet accepted)"
         IN_PROGRESS = "in_progress", "In progress"
         COMPLETED = "completed", "Completed"
+        SET_ASIDE = "set_aside", "Set aside (refused by the CDN)"
 
     target = models.CharField(
         max_length=255,
@@ -65,6 +68,16 @@ class CDNInvalidation(models.Model):
         help_text="A queued request is not (re)sent before this time (lease or backoff).",
     )
     attempts = models.PositiveIntegerField(default=0)
+    refusals = models.PositiveIntegerField(
+        default=0,
+        help_text="Times the CDN refused the request for good (not throttling or outages); "
+        "set aside at PIPELINE CDN MAX_REFUSALS.",
+    )
+    set_aside_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When it was set aside; it is not sent again until retried from the admin.",
+    )
     last_error = models.TextField(blank=True)
 
     class Meta:

@@ -18,15 +18,20 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.exceptions import ReadTimeoutError
 from botocore.stub import ANY, Stubber
 from django.db import transaction
 from django.utils import timezone
 
 from pipeline.cdn import request_invalidation
 from pipeline.cdn.backends import CloudFrontBackend, get_backend
-from pipeline.cdn.services import cdn_status, invalidations_flush, invalidations_poll
-from pipeline.errors import CDNUnavailable
+from pipeline.cdn.services import (
+    cdn_status,
+    invalidations_flush,
+    invalidations_poll,
+    invalidations_retry,
+)
+from pipeline.errors import CDNRefused, CDNUnavailable
 from pipeline.models import CDNInvalidation, CDNPendingPath
 from tests.services import create_distribution
 
@@ -115,7 +120,7 @@ def later(seconds: float = 3600) -> Any:
 # --- batching -----------------------------------------------------------------------------
 
 
-def test_5000_overwrites_end_up_in_at_most_two_invalidations(
+def test_5000_overwrites_end_up_in_exactly_two_full_size_invalidations(
     distribution: Any, cloudfront: Any
 ) -> None:
     backend = distribution()
@@ -129,7 +134,9 @@ def test_5000_overwrites_end_up_in_at_most_two_invalidations(
     invalidations_flush(now=later(60))  # ... and after it has ended
 
     invalidations = moto_invalidations(cloudfront, backend.distribution_id)
-    assert 1 <= len(invalidations) <= 2
+    # CloudFront takes at most 3,000 paths per request: two requests, never one of 5,000.
+    sizes = [i["InvalidationBatch"]["Paths"]["Quantity"] for i in invalidations]
+    assert len(sizes) == 2 and all(size <= 3000 for size in sizes), sizes
     paths = sent_paths(invalidations)
     assert len(paths) == len(set(paths)) == 5000
     assert set(paths) == {"/" + k for k in keys}
@@ -346,23 +353,48 @@ def test_connection_refused_keeps_paths_pending(distribution: Any, settings: Any
     assert CDNInvalidation.objects.get().claimed_paths.count() == 2
 
 
-def test_a_wrong_distribution_bubbles_up_and_keeps_the_paths(settings: Any) -> None:
-    settings.PIPELINE = {
+def test_a_batch_refused_by_cloudfront_is_set_aside_and_later_batches_go_through(
+    distribution: Any, cloudfront: Any, settings: Any
+) -> None:
+    backend = distribution(MAX_REFUSALS=2)
+    right = settings.PIPELINE["CDN"]
+    settings.PIPELINE = {  # a typo in the distribution id: moto really answers 404
         **settings.PIPELINE,
-        "CDN": {
-            "BACKEND": "pipeline.cdn.backends.CloudFrontBackend",
-            "OPTIONS": {
-                "DISTRIBUTION_ID": "EDOESNOTEXIST",
-                "ENDPOINT_URL": os.environ["AWS_CLOUDFRONT_ENDPOINT_URL"],
-            },
-        },
+        "CDN": {**right, "OPTIONS": {**right["OPTIONS"], "DISTRIBUTION_ID": "EDOESNOTEXIST"}},
     }
-    request_invalidation(variants(11, 2))
-    with pytest.raises(ClientError, match="NoSuchDistribution"):
-        invalidations_flush(now=later())
+    stale = variants(11, 2)
+    request_invalidation(stale)
+    t0 = later()
+    with pytest.raises(CDNUnavailable, match="NoSuchDistribution") as raised:
+        invalidations_flush(now=t0)  # refused once: retried after its backoff
+    assert isinstance(raised.value.__cause__, CDNRefused)
+    report = invalidations_flush(now=t0 + timedelta(hours=1))
     batch = CDNInvalidation.objects.get()
-    assert batch.status == Status.QUEUED and "NoSuchDistribution" in batch.last_error
+    assert report.set_aside == [batch.pk] and batch.status == Status.SET_ASIDE
+    assert batch.refusals == 2 and "NoSuchDistribution" in batch.last_error
     assert batch.claimed_paths.count() == 2
+    status = cdn_status()
+    assert status.set_aside == [batch] and status.queued == []
+
+    # The id is corrected: later work goes through; the set-aside batch waits for a person.
+    settings.PIPELINE = {**settings.PIPELINE, "CDN": right}
+    fresh = variants(12, 3)
+    request_invalidation(fresh)
+    report = invalidations_flush(now=t0 + timedelta(hours=2))
+    assert report.set_aside == [] and report.paths_sent == 3
+    (accepted,) = moto_invalidations(cloudfront, backend.distribution_id)
+    assert sorted(accepted["InvalidationBatch"]["Paths"]["Items"]) == sorted("/" + k for k in fresh)
+
+    # Retried from the admin (here its service): the same request, to the corrected id.
+    assert invalidations_retry(batch_ids=[batch.pk]) == 1
+    invalidations_flush(now=t0 + timedelta(hours=3))
+    first, second = moto_invalidations(cloudfront, backend.distribution_id)
+    assert first["Id"] == accepted["Id"]
+    assert second["InvalidationBatch"]["CallerReference"] == batch.caller_reference
+    assert sorted(second["InvalidationBatch"]["Paths"]["Items"]) == sorted("/" + k for k in stale)
+    batch.refresh_from_db()
+    assert batch.status == Status.COMPLETED and batch.target == backend.target
+    assert CDNPendingPath.objects.count() == 0
 
 
 # --- status polling -----------------------------------------------------------------------

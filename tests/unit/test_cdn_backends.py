@@ -1,5 +1,6 @@
-"""Backends at their boundary: what CloudFront answers becomes ``CDNUnavailable`` (retry)
-or bubbles up (a bug or misconfiguration). botocore's ``Stubber`` answers in place of the
+"""Backends at their boundary: what CloudFront answers becomes ``CDNUnavailable`` (retry
+with backoff) or ``CDNRefused`` (a refusal retrying cannot fix: the batch is set aside after
+a few tries). botocore's ``Stubber`` answers in place of the
 network, so nothing here leaves the process."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pipeline.cdn.backends import (
     normalize_status,
 )
 from pipeline.cdn.checks import check_cdn_settings
-from pipeline.errors import CDNUnavailable
+from pipeline.errors import CDNRefused, CDNUnavailable, PermanentError
 
 
 @pytest.fixture
@@ -58,18 +59,28 @@ def test_recoverable_answers_become_cdn_unavailable(
         ("InvalidArgument", 400),
         ("NoSuchDistribution", 404),
         ("AccessDenied", 403),
+        ("InconsistentQuantities", 400),
         ("InvalidationBatchAlreadyExists", 400),
+        ("SomethingNew", 400),
     ],
 )
-def test_bugs_and_misconfiguration_bubble_up(
+def test_refusals_become_cdn_refused_with_the_reason(
     backend: CloudFrontBackend, code: str, status: int
 ) -> None:
     with Stubber(backend.client) as stub:
         stub.add_client_error(
-            "create_invalidation", service_error_code=code, http_status_code=status
+            "create_invalidation",
+            service_error_code=code,
+            service_message="Your request contains one or more invalid invalidation paths.",
+            http_status_code=status,
         )
-        with pytest.raises(ClientError):
+        with pytest.raises(CDNRefused, match=code) as raised:
             backend.create_invalidation(["/a"], caller_reference="ref")
+    # Permanent, not transient: the flush sets the batch aside instead of retrying forever.
+    assert isinstance(raised.value, PermanentError)
+    assert not isinstance(raised.value, CDNUnavailable)
+    assert "invalid invalidation paths" in raised.value.reason
+    assert isinstance(raised.value.__cause__, ClientError)
 
 
 def test_request_shape_and_answer(backend: CloudFrontBackend) -> None:

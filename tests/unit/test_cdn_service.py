@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import DELETION, LogEntry
+from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from pipeline.cdn import request_invalidation
@@ -37,11 +40,13 @@ from pipeline.cdn.services import (
     _claim_batch,
     _enqueue_flush,
     cdn_status,
+    invalidations_discard,
     invalidations_flush,
     invalidations_poll,
+    invalidations_retry,
 )
 from pipeline.conf import load
-from pipeline.errors import CDNUnavailable
+from pipeline.errors import CDNRefused, CDNUnavailable
 from pipeline.models import CDNInvalidation, CDNPendingPath
 
 pytestmark = pytest.mark.django_db
@@ -445,6 +450,212 @@ def test_admin_lists_recent_invalidations(cdn: Any, admin_client: Any) -> None:
     assert admin_client.get("/admin/pipeline/cdnpendingpath/").status_code == 200
 
 
+# --- refused requests: set aside, retried or discarded ----------------------------------
+
+
+def refused(code: str = "NoSuchDistribution") -> CDNRefused:
+    return CDNRefused(f"CloudFront CreateInvalidation: {code}: The request was refused.")
+
+
+def set_aside_batch(cdn: Any, n: int = 2) -> tuple[ScriptedBackend, CDNInvalidation]:
+    """A batch of ``n`` paths refused once with ``MAX_REFUSALS`` 1: set aside at once."""
+    backend = scripted(cdn, MAX_REFUSALS=1)
+    backend.errors.append(refused())
+    request_invalidation(keys(n))
+    report = invalidations_flush(now=later())
+    batch = CDNInvalidation.objects.get()
+    assert report.set_aside == [batch.pk] and batch.status == Status.SET_ASIDE
+    return backend, batch
+
+
+def test_a_refused_batch_is_set_aside_after_max_refusals_and_later_batches_go_on(
+    cdn: Any,
+) -> None:
+    backend = scripted(cdn, MAX_REFUSALS=3)
+    backend.errors.extend(refused() for _ in range(3))
+    request_invalidation(keys(2))
+    t0 = later()
+    with pytest.raises(FlushDeferred, match="NoSuchDistribution") as raised:
+        invalidations_flush(now=t0)
+    assert isinstance(raised.value.__cause__, CDNRefused) and raised.value.retry_after > 0
+    batch = CDNInvalidation.objects.get()
+    assert batch.status == Status.QUEUED and (batch.attempts, batch.refusals) == (1, 1)
+
+    # Until it is set aside the refused batch still goes first: a refusal may be a blip
+    # (credentials rotating), and invalidations are not reordered for a blip.
+    request_invalidation(keys(3, "media/later"))
+    assert invalidations_flush(now=t0 + timedelta(seconds=1)).deferred_until is not None
+    with pytest.raises(FlushDeferred):
+        invalidations_flush(now=t0 + timedelta(hours=1))
+    report = invalidations_flush(now=t0 + timedelta(hours=2))  # the third refusal
+
+    assert report.set_aside == [batch.pk]
+    assert len(report.sent) == 1 and report.paths_sent == 3  # the later batch went on
+    batch.refresh_from_db()
+    assert batch.status == Status.SET_ASIDE and (batch.attempts, batch.refusals) == (3, 3)
+    assert batch.set_aside_at == t0 + timedelta(hours=2) and batch.next_attempt_at is None
+    assert "NoSuchDistribution" in batch.last_error
+    assert batch.claimed_paths.count() == 2  # kept with it for a retry or a discard
+    assert [ref for _, ref in backend.calls[:3]] == [batch.caller_reference] * 3
+    assert sorted(backend.calls[3][0]) == sorted("/" + k for k in keys(3, "media/later"))
+
+    invalidations_flush(now=t0 + timedelta(hours=3))
+    assert len(backend.calls) == 4  # never sent again on its own
+    assert pending() == 0
+
+
+def test_a_set_aside_batch_holds_no_capacity(cdn: Any) -> None:
+    backend = scripted(
+        cdn, options={"MAX_PATHS_IN_PROGRESS": 5, "COMPLETES": False}, MAX_REFUSALS=1
+    )
+    backend.errors.append(refused("InvalidArgument"))
+    request_invalidation(keys(5))
+    report = invalidations_flush(now=later())
+    assert len(report.set_aside) == 1 and report.sent == []
+    request_invalidation(keys(5, "media/other"))
+    report = invalidations_flush(now=later())
+    assert report.paths_sent == 5 and not report.waiting_for_capacity
+
+
+def test_transient_failures_are_never_set_aside_and_refusals_are_counted_apart(
+    cdn: Any,
+) -> None:
+    backend = scripted(cdn, MAX_REFUSALS=2)
+    backend.errors.extend([CDNUnavailable("Throttling")] * 4 + [refused("AccessDenied")])
+    request_invalidation(keys(2))
+    for hour in range(1, 6):
+        with pytest.raises(FlushDeferred):
+            invalidations_flush(now=later(3600 * hour))
+    batch = CDNInvalidation.objects.get()
+    assert batch.status == Status.QUEUED and (batch.attempts, batch.refusals) == (5, 1)
+    invalidations_flush(now=later(3600 * 6))
+    batch.refresh_from_db()
+    assert batch.status == Status.COMPLETED and batch.last_error == ""
+    assert len(backend.calls) == 6
+
+
+def test_flush_task_retries_a_refusal_at_the_batchs_backoff(cdn: Any) -> None:
+    from celery.exceptions import Retry
+
+    from pipeline.cdn.tasks import flush_invalidations
+
+    backend = scripted(cdn, FLUSH_QUIET_PERIOD=0)
+    backend.errors.append(refused())
+    request_invalidation(keys(2))
+    with pytest.raises(Retry) as retry:
+        flush_invalidations.apply()
+    assert 0 < float(retry.value.when) <= 10
+    assert CDNInvalidation.objects.get().status == Status.QUEUED
+
+
+def test_retry_requeues_a_set_aside_batch_which_goes_out_unchanged(
+    cdn: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    backend, batch = set_aside_batch(cdn)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert invalidations_retry(batch_ids=[batch.pk, batch.pk + 1000]) == 1
+    assert callbacks == [_enqueue_flush]
+    batch.refresh_from_db()
+    assert batch.status == Status.QUEUED and (batch.attempts, batch.refusals) == (0, 0)
+    assert batch.next_attempt_at is not None and batch.next_attempt_at <= timezone.now()
+    assert batch.set_aside_at is None
+    report = invalidations_flush()
+    assert report.sent == [batch.pk]
+    assert backend.calls[1] == backend.calls[0]  # same paths, same CallerReference
+    assert CDNPendingPath.objects.count() == 0
+    assert invalidations_retry(batch_ids=[batch.pk]) == 0  # only set-aside batches
+
+
+def test_discard_deletes_a_set_aside_batch_and_only_its_claimed_paths(cdn: Any) -> None:
+    backend, batch = set_aside_batch(cdn)
+    request_invalidation(keys(2))  # the same paths overwritten since: pending anew, kept
+    assert invalidations_discard(batch_ids=[batch.pk]) == 1
+    assert not CDNInvalidation.objects.filter(pk=batch.pk).exists()
+    assert CDNPendingPath.objects.filter(batch__isnull=False).count() == 0
+    assert pending() == 2
+
+    # A queued request still owns its paths: it is not the discard's to drop.
+    backend.errors.append(CDNUnavailable("Throttling"))
+    with pytest.raises(FlushDeferred):
+        invalidations_flush(now=later())
+    queued = CDNInvalidation.objects.get()
+    assert invalidations_discard(batch_ids=[queued.pk]) == 0
+    assert queued.claimed_paths.count() == 2
+
+
+def test_status_shows_set_aside_batches_with_their_reason(cdn: Any) -> None:
+    _, batch = set_aside_batch(cdn, n=3)
+    status = cdn_status()
+    assert status.set_aside_count == 1 and status.set_aside_paths == 3
+    assert status.set_aside == [batch]
+    assert status.queued == [] and status.claimed == 0 and status.recent == []
+
+    out = StringIO()
+    call_command("cdn_status", stdout=out)
+    text = out.getvalue()
+    assert "Set aside (refused by the CDN, not retried): 1 (3 requested paths)" in text
+    assert f"batch {batch.pk}: 3 path(s)" in text and "refused 1 time(s)" in text
+    assert "NoSuchDistribution: The request was refused." in text
+
+    out = StringIO()
+    call_command("cdn_status", "--json", stdout=out)
+    data = json.loads(out.getvalue())["set_aside"]
+    assert (data["count"], data["paths"]) == (1, 3)
+    (shown,) = data["batches"]
+    assert shown["batch"] == batch.pk and shown["status"] == "set_aside"
+    assert shown["refusals"] == 1 and shown["set_aside_at"] is not None
+    assert "NoSuchDistribution" in shown["last_error"]
+
+
+def staff_client(django_user_model: Any, name: str, *codenames: str) -> Client:
+    user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="pipeline", codename__in=codenames)
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_admin_retry_and_discard_need_the_change_permission(
+    cdn: Any, django_user_model: Any
+) -> None:
+    backend, batch = set_aside_batch(cdn)
+    changelist = "/admin/pipeline/cdninvalidation/"
+    change_page = f"{changelist}{batch.pk}/change/"
+
+    viewer = staff_client(django_user_model, "viewer", "view_cdninvalidation")
+    page = viewer.get(changelist + "?status__exact=set_aside").content.decode()
+    assert "Set aside (refused by the CDN)" in page and f"batch {batch.pk}" in page
+    assert "retry_batches" not in page and "discard_batches" not in page
+    for action in ("retry_batches", "discard_batches"):
+        viewer.post(changelist, {"action": action, "_selected_action": [batch.pk]})
+    batch.refresh_from_db()
+    assert batch.status == Status.SET_ASIDE and batch.claimed_paths.count() == 2
+
+    operator = staff_client(
+        django_user_model, "operator", "view_cdninvalidation", "change_cdninvalidation"
+    )
+    page = operator.get(changelist).content.decode()
+    assert "Retry selected batches" in page and "Discard selected batches" in page
+    assert 'name="_save"' not in operator.get(change_page).content.decode()  # still read-only
+    response = operator.post(
+        changelist, {"action": "retry_batches", "_selected_action": [batch.pk]}, follow=True
+    )
+    page = response.content.decode()
+    assert "1 set-aside batch(es) queued again" in page and "left alone" not in page
+    batch.refresh_from_db()
+    assert batch.status == Status.QUEUED and batch.refusals == 0
+
+    backend.errors.append(refused())
+    invalidations_flush()  # refused again: set aside again
+    batch.refresh_from_db()
+    assert batch.status == Status.SET_ASIDE
+    operator.post(changelist, {"action": "discard_batches", "_selected_action": [batch.pk]})
+    assert not CDNInvalidation.objects.exists() and not CDNPendingPath.objects.exists()
+    assert LogEntry.objects.filter(object_id=str(batch.pk), action_flag=DELETION).exists()
+
+
 # --- configuration ------------------------------------------------------------------------
 
 
@@ -478,6 +689,7 @@ def test_backend_options_are_checked(cdn: Any) -> None:
         ("PRICE_PER_PATH", "free"),
         ("WILDCARD_THRESHOLD", -1),
         ("FLUSH_INTERVAL", "60"),
+        ("MAX_REFUSALS", 0),
     ],
 )
 def test_cdn_settings_are_validated(key: str, value: Any) -> None:

@@ -1,4 +1,5 @@
-"""``manage.py cdn_status``: the invalidation backlog, recent requests and this month's cost."""
+"""``manage.py cdn_status``: the invalidation backlog, set-aside and recent requests, and
+this month's cost."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ def _when(value: datetime | None) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Show pending CDN invalidation paths, recent invalidations and their state, and the "
-        "paths sent this month with the estimated cost beyond the free tier."
+        "Show pending CDN invalidation paths, requests set aside after the CDN refused them, "
+        "recent invalidations and their state, and the paths sent this month with the "
+        "estimated cost beyond the free tier."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -63,6 +65,21 @@ class Command(BaseCommand):
                     f"attempts {q.attempts}, next attempt {_when(q.next_attempt_at)}"
                     + (f", last error: {q.last_error}" if q.last_error else "")
                 )
+        if s.set_aside_count:
+            out(
+                self.style.ERROR(
+                    f"Set aside (refused by the CDN, not retried): {s.set_aside_count} "
+                    f"({s.set_aside_paths} requested paths); retry or discard them in the admin"
+                )
+            )
+            for a in s.set_aside:
+                out(
+                    f"  batch {a.pk}: {a.path_count} path(s), ref {a.caller_reference}, "
+                    f"refused {a.refusals} time(s), set aside {_when(a.set_aside_at)}, "
+                    f"reason: {a.last_error}"
+                )
+            if s.set_aside_count > len(s.set_aside):
+                out(f"  ... and {s.set_aside_count - len(s.set_aside)} more")
         out("")
         out(f"Recent invalidations ({len(s.recent)}):")
         if s.recent:
@@ -108,7 +125,9 @@ def _invalidation_json(inv: CDNInvalidation) -> dict[str, Any]:
         "sent_at": inv.sent_at.isoformat() if inv.sent_at else None,
         "completed_at": inv.completed_at.isoformat() if inv.completed_at else None,
         "attempts": inv.attempts,
+        "refusals": inv.refusals,
         "next_attempt_at": inv.next_attempt_at.isoformat() if inv.next_attempt_at else None,
+        "set_aside_at": inv.set_aside_at.isoformat() if inv.set_aside_at else None,
         "last_error": inv.last_error,
     }
 
@@ -123,6 +142,11 @@ def _as_json(s: CDNStatus) -> dict[str, Any]:
         "pending_sample": s.pending_sample,
         "claimed": s.claimed,
         "queued": [_invalidation_json(q) for q in s.queued],
+        "set_aside": {
+            "count": s.set_aside_count,
+            "paths": s.set_aside_paths,
+            "batches": [_invalidation_json(a) for a in s.set_aside],
+        },
         "recent": [_invalidation_json(r) for r in s.recent],
         "month": {
             "start": s.month_start.isoformat(),
