@@ -14,7 +14,7 @@ def describe_current_files(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipeline', '0001_initial'),
+        ('pipeline', '0002_cdn_set_aside'),
     ]
 
     operations = [
