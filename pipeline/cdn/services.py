@@ -40,6 +40,7 @@ from django.db import transaction
 from django.db.models import Count, F, Max, Min, Q, Sum
 from django.utils import timezone
 
+from pipeline import dispatch
 from pipeline.cdn.backends import COMPLETED, InvalidationBackend, get_backend
 from pipeline.cdn.batching import (
     CostEstimate,
@@ -131,9 +132,7 @@ def request_invalidation(paths: Iterable[str]) -> int:
 
 
 def _enqueue_flush() -> None:
-    from pipeline.cdn.tasks import flush_invalidations
-
-    flush_invalidations.delay()
+    dispatch.send(dispatch.FLUSH_INVALIDATIONS)
 
 
 # --- flushing -------------------------------------------------------------------------
