@@ -45,7 +45,9 @@ def retry(task: Task, error: Exception, countdown: float) -> NoReturn:
     """Schedule the retry, carrying the window's start."""
     kwargs = dict(task.request.kwargs or {})
     kwargs.setdefault(SINCE, time.time())
-    raise task.retry(exc=error, countdown=countdown, kwargs=kwargs, max_retries=None) from error
+    # No count here: the window is the bound. The tasks are declared max_retries=None
+    # (unlimited); None passed to retry() would mean the task's own, Celery's default 3.
+    raise task.retry(exc=error, countdown=countdown, kwargs=kwargs) from error
 
 
 def retry_within_window(task: Task, error: Exception) -> NoReturn:

@@ -21,7 +21,7 @@ from pipeline.migration import tasks as migration_tasks  # noqa: F401  (register
 logger = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, name="pipeline.tasks.process_media", ignore_result=True)
+@shared_task(bind=True, name="pipeline.tasks.process_media", max_retries=None, ignore_result=True)
 def process_media(
     self: Task,
     model_label: str,
@@ -33,15 +33,18 @@ def process_media(
     """Render one row's managed image (CPU queue). The outcome is recorded on the row
     (status, error, timings): a result row per image would only duplicate it.
 
-    Every exception ends here, recorded on the row: transient ones and time limits are
-    retried within the window, anything unexpected is counted (``MAX_ATTEMPTS``), and
-    none escapes into a worker's log loop, or into the caller in the embedded mode."""
+    Every exception ends here, recorded on the row: transient ones are retried within
+    the window; time limits and anything unexpected are counted (``MAX_ATTEMPTS``). None
+    escapes into a worker's redelivery loop, or into the caller in the embedded mode."""
     row = {"model_label": model_label, "pk": pk, "field_name": field_name, "revision": revision}
     try:
         return services.media_process(**row, task_id=self.request.id or "")
-    except (TransientError, SoftTimeLimitExceeded) as e:
-        error, transient = e, True
-        reason = str(e) or "the soft time limit was reached"
+    except TransientError as e:
+        error, transient, reason = e, True, str(e)
+    except SoftTimeLimitExceeded as e:  # counted: an image that is always too slow must end
+        error, transient = e, False
+        limit = self.soft_time_limit or self.app.conf.task_soft_time_limit
+        reason = f"took longer than the soft time limit ({limit} s)"
     except Exception as e:  # the task boundary: a bug must fail the row, not loop
         logger.exception("%s %s rev %s: unexpected error", model_label, pk, revision)
         error, transient = e, False
@@ -53,7 +56,7 @@ def process_media(
     retry.retry(self, error, retry_in)
 
 
-@shared_task(bind=True, name="pipeline.tasks.delete_objects", ignore_result=True)
+@shared_task(bind=True, name="pipeline.tasks.delete_objects", max_retries=None, ignore_result=True)
 def delete_objects(
     self: Task, keys: list[str], original: str = "", retrying_since: float | None = None
 ) -> None:

@@ -15,7 +15,9 @@ from pipeline.migration import services
 from pipeline.retry import retry_within_window
 
 
-@shared_task(bind=True, name="pipeline.migration.tasks.run_chunk", ignore_result=True)
+@shared_task(
+    bind=True, name="pipeline.migration.tasks.run_chunk", max_retries=None, ignore_result=True
+)
 def run_chunk(self: Task, chunk_id: int, retrying_since: float | None = None) -> None:
     """Upload, re-link and import one chunk, then top the queue up again."""
     try:
