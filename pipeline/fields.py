@@ -193,6 +193,10 @@ class MediaImageField(models.ImageField):
         """Attribute (and column) name of one piece of companion state."""
         return f"{self.name}_{what}"
 
+    def companions(self) -> list[models.Field]:
+        """The companion fields of this field on its model."""
+        return [self.model._meta.get_field(self.companion(s)) for s in companion_fields()]
+
     def contribute_to_class(self, cls: type[models.Model], name: str, **kwargs: Any) -> None:
         super().contribute_to_class(cls, name, **kwargs)
         # Models rendered from migration state already hold the companions as fields of

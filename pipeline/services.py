@@ -31,20 +31,21 @@ logger = logging.getLogger(__name__)
 # --- Reacting to the Django surface ---------------------------------------------------
 
 
-def media_saved(*, model: type[models.Model], pk: Any, field_name: str, name: str) -> None:
+def media_saved(*, model: type[models.Model], pk: Any, field_name: str, name: str) -> bool:
     """A row was saved holding ``name`` in a managed field. If the row's state describes
     another file, process this one after commit (or, for a cleared field, delete what was
-    published for the old one)."""
+    published for the old one). Returns whether the state changed."""
     target = Target.of(model._meta.label, field_name)
     change = state.file_saved(target, pk, name)
     if change is None:
-        return
+        return False
     if change.revision is not None:
         dispatch.send_on_commit(
             dispatch.PROCESS_MEDIA, target.label, pk, field_name, change.revision
         )
     else:
         _delete_on_commit(sorted(manifest_keys(change.orphaned)))
+    return True
 
 
 def media_row_deleting(*, model: type[models.Model], pk: Any, field_name: str) -> None:

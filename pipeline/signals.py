@@ -42,7 +42,11 @@ def _saved(sender: type[models.Model], instance: models.Model, raw: bool, **kwar
             continue  # this save did not write the column
         value = instance.__dict__.get(name)  # raw value: no FieldFile built for nothing
         file_name = str(getattr(value, "name", value) or "")
-        services.media_saved(model=concrete, pk=instance.pk, field_name=name, name=file_name)
+        if services.media_saved(model=concrete, pk=instance.pk, field_name=name, name=file_name):
+            # What the save started (pending, a new revision), for whoever reads the
+            # instance next; never written back by a later save (fields.PipelineOwned).
+            field = concrete._meta.get_field(name)
+            instance.refresh_from_db(fields=[f.name for f in field.companions()])
 
 
 def _deleting(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
