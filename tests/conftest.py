@@ -7,6 +7,7 @@ so every integration test sees the pipeline exactly as production runs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -116,6 +117,24 @@ def start_worker(
 
     wait_for(answers, timeout=90, what="the celery worker to answer a ping")
     return worker
+
+
+def kill_worker(worker: Worker) -> None:
+    """SIGKILL the whole worker, its pool processes included: nothing is acknowledged or
+    handed back, as when a host dies."""
+    children = worker.child_pids()
+    worker.process.kill()
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    worker.process.wait()
+
+
+def replace_worker(worker: Worker, **options: Any) -> None:
+    """Start a new worker process in place of ``worker`` (the same object, so the session
+    fixture goes on with the new one)."""
+    fresh = start_worker(**options)
+    worker.process, worker.hostname, worker.log_path = fresh.process, fresh.hostname, fresh.log_path
 
 
 def stop_worker(worker: Worker) -> None:

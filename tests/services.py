@@ -240,6 +240,17 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Iterator[None]
     _services = Services(var_dir=var_dir)
     _services.env["PIPELINE_VAR_DIR"] = str(var_dir)
     _services.env["DJANGO_SECRET_KEY"] = "tests-only-secret"
+    # The fault tests wait for leases to run out and retries to come round: seconds
+    # here, where production waits minutes (the defaults in pipeline/conf.py).
+    _services.env.update(
+        {
+            "PIPELINE_STALE_AFTER": "5",
+            "PIPELINE_LEASE": "8",
+            "PIPELINE_RETRY_BACKOFF_MAX": "8",
+            # A hung S3 is noticed in seconds, not the production default's half minute.
+            "AWS_S3_READ_TIMEOUT": "3",
+        }
+    )
     try:
         _services.start_redis()
         _services.start_moto()
@@ -273,6 +284,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._hanging = False
 
     @property
     def url(self) -> str:
@@ -286,11 +298,18 @@ class TcpProxy:
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
-    def stop(self) -> None:
-        """Refuse new connections and cut the open ones."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+    def hang(self) -> None:
+        """Accept connections and never answer (a server that hangs): open connections
+        are cut, so clients reconnect into the hang."""
+        self._hanging = True
+        self._cut()
+
+    def resume(self) -> None:
+        """Answer again after ``hang``; the hung connections are cut."""
+        self._hanging = False
+        self._cut()
+
+    def _cut(self) -> None:
         with self._lock:
             for conn in self._conns:
                 with contextlib.suppress(OSError):
@@ -298,12 +317,23 @@ class TcpProxy:
                 conn.close()
             self._conns.clear()
 
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._cut()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
                 client, _ = listener.accept()
             except OSError:
                 return  # stopped
+            if self._hanging:  # hold it open, read nothing, send nothing
+                with self._lock:
+                    self._conns.add(client)
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
             except OSError:

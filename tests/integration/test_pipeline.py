@@ -273,6 +273,16 @@ def test_admin_action_needs_change_permission(client, db):
     assert response.status_code == 200
     assert b"reprocess_selected_media" not in response.content
 
+    # Posting the action anyway changes nothing.
+    photo = Photo.objects.create(title="Untouched")
+    Photo.objects.filter(pk=photo.pk).update(image="photos/x.jpg", image_status=Status.READY)
+    client.post(
+        reverse("admin:demo_photo_changelist"),
+        {"action": "reprocess_selected_media", "_selected_action": [photo.pk]},
+    )
+    row = Photo.objects.get(pk=photo.pk)
+    assert (row.image_status, row.image_revision) == (Status.READY, 0)
+
 
 class _Collector(HTMLParser):
     """Parses a fragment and checks that every opened element is closed."""
