@@ -56,6 +56,29 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def start_on_free_port(
+    launch: Callable[[int], subprocess.Popen[bytes]],
+    answers: Callable[[int], bool],
+    *,
+    what: str,
+    tries: int = 5,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server on a port found free, and try another port if someone took it in
+    between (the server then exits before it answers): no bind-release race."""
+    for _ in range(tries):
+        port = free_port()
+        process = launch(port)
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ConnectionError):
+                if answers(port):
+                    return process, port
+            time.sleep(0.1)
+        process.kill()
+        process.wait()
+    raise RuntimeError(f"{what} did not start on any of {tries} free ports")
+
+
 def worker_command(*, hostname: str, queues: str, concurrency: int) -> list[str]:
     """``celery worker`` as the tests and benchmarks run it: prefork, one node name."""
     return [
@@ -100,41 +123,33 @@ class Services:
         if given and redis_answers(given):
             self.env["REDIS_URL"] = given
             return
-        port = free_port()
-        self.processes["redis"] = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.var_dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+
+        def launch(port: int) -> subprocess.Popen[bytes]:
+            command = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1"]
+            command += ["--save", "", "--appendonly", "no", "--dir", str(self.var_dir)]
+            return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        self.processes["redis"], port = start_on_free_port(
+            launch, lambda port: redis_answers(f"redis://127.0.0.1:{port}/0"), what="redis-server"
         )
-        url = f"redis://127.0.0.1:{port}/0"
-        wait_until(lambda: redis_answers(url), timeout=20, what="redis-server")
-        self.env["REDIS_URL"] = url
+        self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
 
     def start_moto(self) -> None:
-        port = self.moto_port = free_port()
         binary = Path(sys.executable).with_name("moto_server")
         log = open(self.var_dir / "moto.log", "wb")  # noqa: SIM115 - lives as long as moto
-        self.processes["moto"] = subprocess.Popen(
-            [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-        )
+
+        def launch(port: int) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+            )
+
+        def answers(port: int) -> bool:
+            url = f"http://127.0.0.1:{port}/moto-api/"
+            return urllib.request.urlopen(url, timeout=1).status == 200
+
+        self.processes["moto"], port = start_on_free_port(launch, answers, what="moto_server")
+        self.moto_port = port
         endpoint = f"http://127.0.0.1:{port}"
-        wait_until(
-            lambda: urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).status == 200,
-            timeout=60,
-            what="moto_server",
-        )
         self.env.update(
             {
                 "AWS_ACCESS_KEY_ID": "testing",
@@ -280,7 +295,7 @@ class TcpProxy:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = free_port()
+        self.port = 0  # the kernel picks one at the first start; later starts reuse it
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -294,6 +309,7 @@ class TcpProxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
+        self.port = listener.getsockname()[1]
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()

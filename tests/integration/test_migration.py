@@ -185,6 +185,10 @@ def test_migrates_a_messy_tree_and_a_second_run_changes_nothing(
     assets = {a.image.name: a for a in MediaAsset.objects.all()}
     assert set(assets) == orphans
     assert all(a.image_status == Status.READY for a in assets.values())
+    # The report counts exactly the variants the rows' manifests list.
+    manifests = [p.image_manifest for p in Photo.objects.filter(image_status=Status.READY)]
+    manifests += [a.image_manifest for a in assets.values()]
+    assert report.variants_generated == sum(len(m["variants"]) for m in manifests) > 0
 
     # The second run: the same report, nothing done, nothing read again, no chunk.
     before = photo_state()

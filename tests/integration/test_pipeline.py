@@ -155,7 +155,13 @@ def test_rollback_enqueues_nothing(celery_worker, published, clean_buckets):
 
 def test_two_quick_saves_end_with_the_second_image(celery_worker, s3, clean_buckets):
     photo = new_photo("Swap", TWELVE_MP.read_bytes(), "first.jpg")
+    # The second save lands while the first render runs: the renders overlap.
+    wait_for(
+        lambda: Photo.objects.get(pk=photo.pk).image_status == Status.PROCESSING,
+        what="the first render to start",
+    )
     photo.image.save("second.jpg", ContentFile(MEDIUM.read_bytes()), save=True)
+    assert Photo.objects.get(pk=photo.pk).image_revision == 2
 
     photo = settled(photo)
     assert photo.image_status == Status.READY
