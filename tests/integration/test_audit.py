@@ -76,9 +76,7 @@ def test_audit_reports_exactly_and_fix_repairs(celery_worker: Any, s3: Any, empt
     unreferenced = "photos/nobody-0123456789ab.jpg"
     s3.put_object(Bucket=PRIMARY_BUCKET, Key=unreferenced, Body=SMALL.read_bytes())
     # A render in flight: outputs written, manifest not yet (no signal, so no task runs).
-    (busy,) = Photo.objects.bulk_create(
-        [Photo(title="Busy", image="photos/busy-0123456789ab.jpg")]
-    )
+    (busy,) = Photo.objects.bulk_create([Photo(title="Busy", image="photos/busy-0123456789ab.jpg")])
     # The pipeline's columns are written by updates only (an INSERT takes the defaults).
     Photo.objects.filter(pk=busy.pk).update(image_status=Status.PROCESSING)
     busy_folder = naming.public_folder(

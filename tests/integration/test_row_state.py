@@ -331,3 +331,24 @@ def test_an_unexpected_error_in_process_is_recorded_not_raised(monkeypatch):
     assert result.get() == "failed"
     assert row.image_status == Status.FAILED and row.image_attempts == 1
     assert row.image_error == "unexpected error: RuntimeError: a bug nobody planned for"
+
+
+def test_a_soft_time_limit_is_a_counted_failure(monkeypatch):
+    """An image that is always too slow must end failed, not cycle through retries."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from pipeline import imaging
+    from pipeline.tasks import process_media
+
+    photo, revision = unpublished_pending_row("photos/slow.jpg", SMALL.read_bytes())
+
+    def too_slow(*args: Any, **kwargs: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(imaging, "render", too_slow)
+    assert process_media.apply(("demo.Photo", photo.pk, "image", revision)).get() == "failed"
+
+    row = fresh(photo)
+    assert row.image_status == Status.FAILED and row.image_attempts == 1
+    assert row.image_error.startswith("took longer than the soft time limit")
+    assert row.image_due_at is None  # not a transient failure: the sweep leaves it
