@@ -5,6 +5,10 @@ imports a task (data flows one way: signal -> task -> service). Tasks are looked
 name in the current Celery app, which honours ``task_always_eager`` (the embedded mode
 runs them in-process) where ``send_task`` would not.
 
+(Celery's ``delay_on_commit`` does the after-commit part, but needs the task object, so
+the module publishing would import the tasks, and it lets a broker error escape into the
+commit.)
+
 Publishing after commit is at-most-once: a broker that is down when a save commits must
 not turn a save that happened into an error page. The failure is logged and the work is
 left to the sweeps, which find the rows due and publish them again once the broker is
