@@ -20,11 +20,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 def test_sweep_rescues_a_row_whose_message_was_lost(celery_worker, clean_buckets):
     photo = settled(new_photo("Lost", SMALL.read_bytes()))
-    # As if a save committed and the process died before publishing: pending, no message.
+    # As if a save committed and the process died before publishing: pending, no message,
+    # its deadline passed.
     Photo.objects.filter(pk=photo.pk).update(
         image_status=Status.PENDING,
         image_revision=F("image_revision") + 1,
-        image_status_changed=timezone.now() - timedelta(hours=1),
+        image_due_at=timezone.now() - timedelta(hours=1),
     )
     fresh = new_photo("Fresh", MEDIUM.read_bytes())  # pending but young: not swept twice
 
