@@ -164,7 +164,12 @@ def mark_pending(target: Target, pks: Iterable[Any]) -> dict[Any, int]:
     pks = list(pks)
     stale_after = pipeline_settings()["STALE_AFTER"]
     with transaction.atomic():
-        rows = target.rows().filter(pk__in=pks).exclude(**{target.field.name: ""})
+        rows = (
+            target.rows()
+            .filter(pk__in=pks)
+            .exclude(**{target.field.name: ""})
+            .exclude(**{f"{target.field.name}__isnull": True})
+        )
         rows.update(
             **target.values(
                 Status.PENDING,
@@ -340,7 +345,11 @@ def due_rows(target: Target, limit: int) -> dict[Any, int]:
         picked = dict(
             target.rows()
             .select_for_update(skip_locked=True)
-            .filter(**{f"{due}__lt": now})
+            # No deadline at all: left pending or processing by a version before them.
+            .filter(
+                Q(**{f"{due}__lt": now})
+                | Q(**{due: None, f"{status}__in": [Status.PENDING, Status.PROCESSING]})
+            )
             .order_by(due)
             .values_list("pk", target.col("revision"))[:limit]
         )

@@ -352,3 +352,14 @@ def test_a_soft_time_limit_is_a_counted_failure(monkeypatch):
     assert row.image_status == Status.FAILED and row.image_attempts == 1
     assert row.image_error.startswith("took longer than the soft time limit")
     assert row.image_due_at is None  # not a transient failure: the sweep leaves it
+
+
+def test_rows_left_in_flight_by_an_older_version_are_swept():
+    """Rows pending or processing from before deadlines existed have none: still swept."""
+    photo, revision = unpublished_pending_row("photos/legacy.jpg", SMALL.read_bytes())
+    Photo.objects.filter(pk=photo.pk).update(image_status=Status.PROCESSING, image_due_at=None)
+    target = state.Target.of("demo.Photo", "image")
+
+    assert state.due_rows(target, 100) == {photo.pk: revision}
+    row = fresh(photo)
+    assert row.image_status == Status.PENDING and row.image_due_at is not None
