@@ -176,37 +176,6 @@ def field_label(target: Target) -> str:
     return f"{target.label}.{target.field.name}"
 
 
-def select_targets(specs: Iterable[str], targets: list[Target]) -> list[Target]:
-    """The managed fields named by ``app.Model`` (all its managed fields) or
-    ``app.Model.field`` (model labels in any case); all of them when none is named.
-
-    Raises ``ValueError`` whose message says what to write instead."""
-    specs = list(specs)
-    if not specs:
-        return list(targets)
-    known = ", ".join(sorted(field_label(t) for t in targets)) or "none"
-    chosen: list[Target] = []
-    for spec in specs:
-        parts = spec.split(".")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"--model {spec}: write app_label.Model or app_label.Model.field")
-        model_label = ".".join(parts[:2]).lower()
-        of_model = [t for t in targets if t.label.lower() == model_label]
-        if not of_model:
-            raise ValueError(
-                f"--model {spec}: no managed image field on that model (managed: {known})"
-            )
-        if len(parts) == 3:
-            of_model = [t for t in of_model if t.field.name == parts[2]]
-            if not of_model:
-                fields = ", ".join(
-                    field_label(t) for t in targets if t.label.lower() == model_label
-                )
-                raise ValueError(f"--model {spec}: not a managed image field (use {fields})")
-        chosen += [t for t in of_model if t not in chosen]
-    return chosen
-
-
 # --- The report -----------------------------------------------------------------------
 
 

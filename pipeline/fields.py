@@ -186,7 +186,7 @@ class MediaImageField(models.ImageField):
 
     def __init__(self, *args: Any, profile: str | None = None, **kwargs: Any) -> None:
         self.profile = profile
-        kwargs.setdefault("storage", storage.primary)
+        kwargs.setdefault("storage", storage.PRIMARY)
         super().__init__(*args, **kwargs)
 
     def companion(self, what: str) -> str:
@@ -213,7 +213,7 @@ class MediaImageField(models.ImageField):
         name, _path, args, kwargs = super().deconstruct()
         if self.profile is not None:
             kwargs["profile"] = self.profile
-        if kwargs.get("storage") is storage.primary:
+        if kwargs.get("storage") in (storage.PRIMARY, storage.primary):
             del kwargs["storage"]
         return name, "pipeline.fields.MediaImageField", args, kwargs
 

@@ -76,6 +76,38 @@ def public() -> Storage:
     return storages[pipeline_settings()["PUBLIC_STORAGE"]]
 
 
+class StorageAlias:
+    """Stands for the storage a pipeline setting names (``STORAGES[alias]``), looked up at
+    each use.
+
+    A ``FileField`` resolves its storage when its model class is created: resolving the
+    alias then made importing any model with a ``MediaImageField`` (and so even
+    ``manage.py check``) die with ``InvalidStorageError`` when the alias is missing,
+    before the system checks could say what to add. Looking it up at each use also
+    follows ``override_settings(STORAGES=...)``.
+    """
+
+    def __init__(self, setting: str) -> None:
+        self.setting = setting
+
+    def resolve(self) -> Storage:
+        from pipeline.conf import pipeline_settings
+
+        return storages[pipeline_settings()[self.setting]]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy/pickle probes must not resolve the storage
+            raise AttributeError(name)
+        return getattr(self.resolve(), name)
+
+    def __repr__(self) -> str:
+        return f"<StorageAlias PIPELINE[{self.setting!r}]>"
+
+
+# The default storage of every MediaImageField.
+PRIMARY = StorageAlias("PRIMARY_STORAGE")
+
+
 def is_s3(storage: Storage) -> bool:
     """An S3 storage (django-storages): listed in key order, reached through a client."""
     # Look at the class: on the instance, ``connection`` is a property that creates a boto3

@@ -250,18 +250,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # delayed retry is never redelivered to a second worker while it waits.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_TASK_DEFAULT_QUEUE = "cpu"
-CELERY_BEAT_SCHEDULE = {
-    # Rows whose deadline passed (lost message, dead worker, transient failure) are
-    # published again; with the default lease and STALE_AFTER that is within 5 minutes.
-    "sweep-stale-media": {"task": "pipeline.tasks.sweep_stale_media", "schedule": 60.0},
-    "sweep-migration-runs": {"task": "pipeline.migration.tasks.sweep_runs", "schedule": 300.0},
-    "flush-invalidations": {
-        "task": "pipeline.cdn.tasks.flush_invalidations",
-        "schedule": 60.0,
-    },
-    "poll-invalidations": {"task": "pipeline.cdn.tasks.poll_invalidations", "schedule": 120.0},
-}
+# Queues, routes and the beat schedule (the pipeline's sweeps and CDN flush/poll) come
+# from the app itself: workers/celery.py applies pipeline.celery_config().
 
 # --- Logging --------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

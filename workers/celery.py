@@ -1,9 +1,6 @@
-"""The project's one Celery app, configured from Django settings (``CELERY_`` namespace).
-
-Queues are split by the resource a task uses so each can be sized on its own hosts:
-``cpu`` renders images (prefork, one process per core), ``transfer`` moves bytes (threads),
-``cdn`` talks to CloudFront (concurrency 1, so batches stay batches), ``migration``
-coordinates bulk migrations.
+"""The project's one Celery app, configured from Django settings (``CELERY_`` namespace),
+with the queues, routes and beat schedule the pipeline app provides
+(``pipeline.celery_config()``: ``pipeline/celery.py`` explains the queues).
 """
 
 from __future__ import annotations
@@ -12,27 +9,17 @@ import logging
 import os
 
 from celery import Celery
-from kombu import Exchange, Queue
+
+import pipeline
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 logger = logging.getLogger("workers")
 
-QUEUES = ("cpu", "transfer", "cdn", "migration")
-
-# Routes by task name; anything unrouted lands on the default "cpu" queue.
-ROUTES = {
-    "pipeline.cdn.tasks.*": {"queue": "cdn"},
-    "pipeline.migration.tasks.*": {"queue": "migration"},
-    "pipeline.tasks.delete_*": {"queue": "transfer"},
-    "pipeline.tasks.*": {"queue": "cpu"},
-}
-
 app = Celery("workers")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-# One direct exchange per queue, so a message routed to a queue lands in that queue only.
-app.conf.task_queues = [Queue(name, Exchange(name), routing_key=name) for name in QUEUES]
-app.conf.task_routes = ROUTES
+# "cpu" is also the default queue: the project's own tasks (ping) need no fifth queue.
+app.conf.update(pipeline.celery_config(default_queue="cpu"))
 app.autodiscover_tasks()
 
 

@@ -1,6 +1,6 @@
 """Thin Celery tasks of the CDN service: no arguments, one service call, retries.
 
-Routed to the ``cdn`` queue (``workers/celery.py``) and scheduled by beat. Both are
+Routed to the ``cdn`` queue (``pipeline/celery.py``) and scheduled by beat. Both are
 idempotent: a redelivered or concurrent run finds nothing to claim twice. Only
 ``CDNUnavailable`` is retried (including ``FlushDeferred`` for a batch refused fewer than
 ``MAX_REFUSALS`` times); the batch itself remembers its backoff, so a retry that arrives

@@ -93,6 +93,7 @@ def migrate(*args: str, report_file: Path | None = None) -> tuple[Report, str]:
     out, err = io.StringIO(), io.StringIO()
     extra = ["--report", str(report_file)] if report_file else []
     call_command("migrate_media", *args, *extra, stdout=out, stderr=err)
+    assert err.getvalue() == ""  # status lines go to stdout; stderr is for errors
     text = out.getvalue()
     if report_file:
         return Report.from_dict(json.loads(report_file.read_text())), text
@@ -240,6 +241,7 @@ def _report() -> Report:
 
 
 def _counters(table: str) -> list[str]:
+    table = table[table.index("Media migration") :]  # the report, not the status lines above
     skip = ("Media migration", "duration", "throughput", "bytes after", "variants generated")
     return [line for line in table.splitlines() if not line.startswith(skip)]
 

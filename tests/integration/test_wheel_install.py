@@ -155,17 +155,27 @@ CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 """
 
-# Celery's "First steps with Django": one app configured from the CELERY_ settings.
+# Celery's "First steps with Django", plus the pipeline's queues, routes and beat schedule:
+# the README's mysite/celery.py and mysite/__init__.py, word for word.
 CELERY_APP = """\
 import os
 
 from celery import Celery
 
+import pipeline
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 
 app = Celery("mysite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(pipeline.celery_config())
 app.autodiscover_tasks()
+"""
+
+CELERY_INIT = """\
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)
 """
 
 MODELS = """\
@@ -253,16 +263,40 @@ def site(installed: Venv, work: Path) -> Site:
     with (package / "settings.py").open("a") as f:
         f.write(SETTINGS)
     (package / "celery.py").write_text(CELERY_APP)
-    (package / "__init__.py").write_text("from mysite.celery import app as celery_app\n")
+    (package / "__init__.py").write_text(CELERY_INIT)
+    add_shop(root)
+    site = Site(root=root, venv=installed)
+    site.manage("makemigrations", "shop")
+    site.manage("migrate")
+    return site
+
+
+def add_shop(root: Path) -> None:
+    """An app ``shop`` with a managed image field."""
     shop = root / "shop"
     shop.mkdir()
     (shop / "__init__.py").write_text("")
     (shop / "models.py").write_text(MODELS)
     (shop / "admin.py").write_text(ADMIN)
-    site = Site(root=root, venv=installed)
-    site.manage("makemigrations", "shop")
-    site.manage("migrate")
-    return site
+
+
+# Only the app added: no buckets, no Celery app, no broker.
+BARE_SETTINGS = """
+
+INSTALLED_APPS += ["django_celery_results", "pipeline", "shop"]
+"""
+
+
+def check_output(root: Path, venv: Venv) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(venv.python), "manage.py", "check"],
+        cwd=root,
+        env=venv.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_wheel_holds_the_app_alone(wheel: Path):
@@ -331,3 +365,43 @@ def test_saved_image_is_processed_into_the_public_folder(site: Site):
     assert {v["format"] for v in manifest["variants"]} >= {"avif", "webp", "jpeg"}
     assert report["picture"].startswith("<picture>")
     assert 'type="image/avif"' in report["picture"]
+
+
+def test_a_new_project_without_storages_or_celery_is_told_what_to_add(installed: Venv, work: Path):
+    """The first `manage.py check` after adding the app to INSTALLED_APPS: every missing
+    piece is an error naming what to add, not a traceback (it used to die on
+    InvalidStorageError: Could not find config for 'primary')."""
+    root = work / "bare"
+    root.mkdir()
+    run(
+        [installed.root / "bin" / "django-admin", "startproject", "mysite", root],
+        cwd=work,
+        env=installed.env,
+    )
+    with (root / "mysite" / "settings.py").open("a") as f:
+        f.write(BARE_SETTINGS)
+    add_shop(root)
+
+    first = check_output(root, installed)
+    output = first.stdout + first.stderr
+    print(output)  # what a new user sees (pytest -s)
+    assert first.returncode == 1, output
+    assert "Traceback" not in output
+    assert "(pipeline.E002) settings.STORAGES has no 'primary' alias" in output
+    assert "(pipeline.E002) settings.STORAGES has no 'public' alias" in output
+    assert '"allow_overwrite": True' in output  # the hint: what to add
+    assert "(pipeline.E005) No Celery app is configured" in output
+    assert "app.conf.update(pipeline.celery_config())" in output
+
+    # With the README's celery.py but still no broker: the broker is what is missing.
+    (root / "mysite" / "celery.py").write_text(CELERY_APP)
+    (root / "mysite" / "__init__.py").write_text(CELERY_INIT)
+    second = check_output(root, installed)
+    output = second.stdout + second.stderr
+    print(output)
+    assert second.returncode == 1, output
+    assert "Traceback" not in output
+    assert "pipeline.E005" not in output and "pipeline.W003" not in output
+    assert "(pipeline.E006) The Celery app 'mysite' has no broker" in output
+    assert "CELERY_TASK_ALWAYS_EAGER = True" in output
+    assert output.count("(pipeline.E002)") == 2

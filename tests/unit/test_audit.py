@@ -25,9 +25,9 @@ from pipeline.audit import (
     media_audit,
     media_audit_fix,
     row_folder,
-    select_targets,
 )
 from pipeline.fields import Status
+from pipeline.management.cli import select_targets
 from pipeline.models import MediaAsset
 from pipeline.models.cdn import CDNPendingPath
 from pipeline.services import managed_targets
@@ -185,7 +185,7 @@ def test_select_targets_accepts_a_model_or_a_field_in_any_case() -> None:
     ],
 )
 def test_select_targets_refuses_with_the_fix_in_the_message(spec: str, hint: str) -> None:
-    with pytest.raises(ValueError, match=spec.replace(".", r"\.")) as caught:
+    with pytest.raises(CommandError, match=spec.replace(".", r"\.")) as caught:
         select_targets([spec], managed_targets())
     assert hint in str(caught.value)
 

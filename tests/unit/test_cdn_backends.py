@@ -165,7 +165,24 @@ def test_system_check_reports_a_broken_backend(settings: Any) -> None:
         "CDN": {"BACKEND": "pipeline.cdn.backends.CloudFrontBackend", "OPTIONS": {}},
     }
     (error,) = check_cdn_settings()
-    assert error.id == "pipeline.cdn.E001" and "DISTRIBUTION_ID" in error.msg
+    assert error.id == "pipeline.cdn.E002" and "distribution id" in error.msg
+    assert 'OPTIONS"]["DISTRIBUTION_ID"]' in error.hint and "NoopBackend" in error.hint
+    # An empty id (an unset environment variable) is the same mistake.
+    settings.PIPELINE = {
+        **settings.PIPELINE,
+        "CDN": {
+            "BACKEND": "pipeline.cdn.backends.CloudFrontBackend",
+            "OPTIONS": {"DISTRIBUTION_ID": ""},
+        },
+    }
+    assert [e.id for e in check_cdn_settings()] == ["pipeline.cdn.E002"]
+    settings.PIPELINE = {
+        **settings.PIPELINE,
+        "CDN": {"BACKEND": "pipeline.cdn.backends.Nope", "OPTIONS": {}},
+    }
+    (error,) = check_cdn_settings()
+    assert error.id == "pipeline.cdn.E001" and "pipeline.cdn.backends.Nope" in error.msg
+    assert "CloudFrontBackend, LocalRecorderBackend or NoopBackend" in error.hint
     settings.PIPELINE = {
         **settings.PIPELINE,
         "CDN": {

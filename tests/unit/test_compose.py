@@ -261,14 +261,15 @@ def test_the_cloudfront_emulator_is_the_moto_the_tests_use() -> None:
 
 
 def declared_queues() -> set[str]:
-    """QUEUES from workers/celery.py, read without importing Celery or Django."""
-    tree = ast.parse((ROOT / "workers" / "celery.py").read_text(encoding="utf-8"))
+    """QUEUES of the app's Celery config (pipeline/celery.py, which workers/celery.py
+    applies), read without importing Celery or Django."""
+    tree = ast.parse((ROOT / "pipeline" / "celery.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(target, ast.Name) and target.id == "QUEUES" for target in node.targets
         ):
             return set(ast.literal_eval(node.value))
-    pytest.fail("workers/celery.py no longer defines QUEUES")
+    pytest.fail("pipeline/celery.py no longer defines QUEUES")
 
 
 def option(command: list[str], name: str) -> str | None:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
-from tqdm import tqdm
+from django.core.management.base import BaseCommand, CommandParser
 
-from pipeline import audit, services
+from pipeline import audit
+from pipeline.management.cli import add_model_argument, progress_bar, select_targets, status
 
 
 class Command(BaseCommand):
@@ -36,22 +35,14 @@ class Command(BaseCommand):
             "missing outputs; originals are never deleted",
         )
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
-        parser.add_argument(
-            "--model",
-            action="append",
-            default=[],
-            metavar="APP.MODEL[.FIELD]",
-            help="audit only this model's (or field's) media (repeatable)",
-        )
+        add_model_argument(parser, what="audit only this model's or field's media")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            targets = audit.select_targets(options["model"], services.managed_targets())
-        except ValueError as e:
-            raise CommandError(str(e)) from e
-        # With --json, stdout carries only the JSON: status lines go to stderr.
-        status = self.stderr if options["json"] else self.stdout
-        progress = _progress(status)
+        targets = select_targets(options["model"])
+        # With --json, stdout carries only the JSON: status lines go to stderr (uncoloured:
+        # they are not errors).
+        stream = self.stderr if options["json"] else self.stdout
+        progress = _progress(lambda line: status(stream, line))
         report = audit.media_audit(targets=targets, progress=progress)
         if options["fix"]:
             audit.media_audit_fix(report=report, progress=progress)
@@ -61,14 +52,13 @@ class Command(BaseCommand):
             self.stdout.write(report.render_table())
 
 
-def _progress(status: OutputWrapper) -> audit.Progress:
+def _progress(say: Callable[[str], None]) -> audit.Progress:
     @contextlib.contextmanager
     def phase(
         desc: str, *, unit: str, total: int | None = None
     ) -> Iterator[Callable[[int], object]]:
-        status.write(f"{desc[0].upper()}{desc[1:]}...")
-        # On stderr, and only on a terminal, like the other commands.
-        with tqdm(desc=desc, unit=unit, total=total, file=sys.stderr, disable=None) as bar:
+        say(f"{desc[0].upper()}{desc[1:]}...")
+        with progress_bar(desc=desc, unit=unit, total=total) as bar:
             yield bar.update
 
     return phase

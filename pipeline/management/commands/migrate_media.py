@@ -14,7 +14,6 @@ nothing changed (quickly: unchanged files are not read again).
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from pipeline.management.cli import add_model_argument, progress_bar, select_targets, target_label
 from pipeline.migration import services
 from pipeline.migration.report import Report
 from pipeline.models import MigrationRun
@@ -66,13 +66,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("source", help="the legacy media folder (workers must see it too)")
-        parser.add_argument(
-            "--model",
-            action="append",
-            default=[],
-            dest="targets",
-            metavar="APP.MODEL.FIELD",
-            help="a MediaImageField whose rows hold legacy paths (repeatable)",
+        add_model_argument(
+            parser, what="the image fields whose rows hold legacy paths", dest="targets"
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="write nothing anywhere; print the report"
@@ -114,10 +109,23 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         source = Path(options["source"]).expanduser()
         if not source.is_dir():
-            raise CommandError(f"not a folder: {source}")
+            raise CommandError(f"{source} is not a folder: give the legacy MEDIA_ROOT folder")
+        report_file: Path | None = options["report"]
+        if report_file is not None and (report_file.is_dir() or not report_file.parent.is_dir()):
+            # Found now, not after a migration of hours.
+            raise CommandError(
+                f"--report {report_file}: give a file name in an existing folder "
+                "(the report is written there as JSON)"
+            )
+        # "app.Model" means all its managed image fields; stored on the run field by field.
+        targets = (
+            [target_label(t) for t in select_targets(options["targets"])]
+            if options["targets"]
+            else []
+        )
         try:
             opts = services.Options.build(
-                targets=options["targets"],
+                targets=targets,
                 orphans=options["orphans"],
                 process=not options["no_process"],
                 media_url=options["media_url"],
@@ -129,9 +137,13 @@ class Command(BaseCommand):
             raise CommandError(str(e)) from e
         eager = services.is_eager()
         if eager:
-            self.stderr.write("No broker (REDIS_URL unset): the migration runs in this process.")
+            self.stdout.write(
+                self.style.WARNING(
+                    "Celery runs tasks eagerly (no broker): the migration runs in this process."
+                )
+            )
             if options["detach"]:
-                self.stderr.write("--detach needs workers: running here instead.")
+                self.stdout.write(self.style.WARNING("--detach needs workers: running here."))
         if options["dry_run"]:
             report = self._dry_run(str(source), opts)
         else:
@@ -141,9 +153,15 @@ class Command(BaseCommand):
                 return
             report = self._follow(run)
         self.stdout.write(report.render_table())
-        if options["report"]:
-            options["report"].write_text(report.to_json() + "\n", encoding="utf-8")
-            self.stderr.write(f"Report written to {options['report']}")
+        if report_file is not None:
+            try:
+                report_file.write_text(report.to_json() + "\n", encoding="utf-8")
+            except OSError as e:
+                raise CommandError(
+                    f"--report {report_file}: cannot write it ({e.strerror or e}); the run "
+                    "itself is done (its report is above)"
+                ) from e
+            self.stdout.write(f"Report written to {report_file}")
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -158,12 +176,14 @@ class Command(BaseCommand):
             run = services.migration_find_resumable(source=source)
         if run is None:
             run = services.migration_create(source=source, options=opts)
-            self.stderr.write(f"Migration run {run.pk} of {run.source}")
+            self.stdout.write(f"Migration run {run.pk} of {run.source}")
             return run
         if run.options != opts.to_json() and resume is None:
-            self.stderr.write(f"Run {run.pk} has other options; it continues with its own.")
+            self.stdout.write(
+                self.style.WARNING(f"Run {run.pk} has other options; it continues with its own.")
+            )
         if run.state != Run.DONE:
-            self.stderr.write(f"Resuming migration run {run.pk} ({run.get_state_display()})")
+            self.stdout.write(f"Resuming migration run {run.pk} ({run.get_state_display()})")
             services.migration_requeue(run_id=run.pk)
         return run
 
@@ -197,14 +217,14 @@ class Command(BaseCommand):
         report = services.migration_report(run_id=run_id)
         if _state(run_id) != Run.DONE:  # pragma: no cover - a worker failed the run
             raise CommandError(f"run {run_id} did not finish: {_state(run_id)}")
-        self.stderr.write(f"Finished in {time.monotonic() - started:.1f} s")
+        self.stdout.write(f"Finished in {time.monotonic() - started:.1f} s")
         return report
 
     @contextlib.contextmanager
     def _step(self, done: str) -> Iterator[None]:
         started = time.monotonic()
         yield
-        self.stderr.write(f"  {done} in {time.monotonic() - started:.1f} s")
+        self.stdout.write(f"  {done} in {time.monotonic() - started:.1f} s")
 
     def _upload(self, run_id: int) -> None:
         progress = services.migration_progress(run_id=run_id)
@@ -245,9 +265,8 @@ def _state(run_id: int) -> str:
     return MigrationRun.objects.values_list("state", flat=True).get(pk=run_id)
 
 
-def _bar(desc: str, unit: str, total: int | None = None) -> tqdm:
-    # On stderr, and only on a terminal: stdout carries the report.
-    return tqdm(desc=desc, unit=unit, total=total, file=sys.stderr, disable=None, leave=True)
+def _bar(desc: str, unit: str, total: int | None = None) -> contextlib.AbstractContextManager[tqdm]:
+    return progress_bar(desc=desc, unit=unit, total=total, leave=True)
 
 
 def _counter(bar: tqdm) -> Any:

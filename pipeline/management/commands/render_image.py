@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipeline.conf import pipeline_settings
 from pipeline.errors import ImageRejected
 from pipeline.imaging import Profile, Rendering, render
+from pipeline.management.cli import profile_named
 
 
 class Command(BaseCommand):
@@ -33,20 +32,35 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            profile = pipeline_settings().profile(options["profile"])
-        except ImproperlyConfigured as e:
-            raise CommandError(str(e)) from e
+        profile = profile_named(options["profile"])
         out_dir: Path = options["out"]
+        if out_dir.exists() and not out_dir.is_dir():
+            raise CommandError(
+                f"--out {out_dir} is a file: give a folder (it is created if missing)"
+            )
         files = list(_files(options["paths"]))
         if not files:
-            raise CommandError("no files found in the given paths")
+            raise CommandError(f"no files found in {', '.join(map(str, options['paths']))}")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CommandError(
+                f"--out {out_dir}: cannot create the folder ({e.strerror or e}); give a folder "
+                "you can write to"
+            ) from e
 
         report: dict[str, Any] = {"profile": profile.name, "out": str(out_dir), "files": []}
         rejected = 0
         taken: set[Path] = set()
         for path, relative in files:
-            entry = _render_one(path, profile, _unique(out_dir / relative, taken))
+            folder = _unique(out_dir / relative, taken)
+            try:
+                entry = _render_one(path, profile, folder)
+            except OSError as e:  # writing the outputs, not reading the input
+                raise CommandError(
+                    f"cannot write the outputs of {path} into {folder} ({e.strerror or e}); "
+                    "give an --out folder you can write to"
+                ) from e
             report["files"].append(entry)
             if "reason" in entry:
                 rejected += 1

@@ -2,6 +2,7 @@
 
 python manage.py reprocess_media --profile product          # rows whose field uses it
 python manage.py reprocess_media --model demo.Photo --status failed
+python manage.py reprocess_media --model demo.Photo.image
 python manage.py reprocess_media --all
 """
 
@@ -11,11 +12,17 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
-from tqdm import tqdm
 
 from pipeline import services
 from pipeline.conf import pipeline_settings
 from pipeline.fields import Status
+from pipeline.management.cli import (
+    add_model_argument,
+    profile_named,
+    progress_bar,
+    select_targets,
+    target_label,
+)
 
 BATCH = 500
 
@@ -24,7 +31,7 @@ class Command(BaseCommand):
     help = "Re-process managed images (all rows, or filtered by model, status or profile)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--model", action="append", default=[], help="app_label.Model")
+        add_model_argument(parser, what="only this model's or field's rows")
         parser.add_argument(
             "--status",
             action="append",
@@ -38,18 +45,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not (options["all"] or options["model"] or options["status"] or options["profile"]):
             raise CommandError("say what to re-process: --model, --status, --profile or --all")
-        targets = services.managed_targets()
-        if options["model"]:
-            wanted = {m.lower() for m in options["model"]}
-            unknown = wanted - {t.label.lower() for t in targets}
-            if unknown:
-                raise CommandError(f"no managed image field on: {', '.join(sorted(unknown))}")
-            targets = [t for t in targets if t.label.lower() in wanted]
+        targets = select_targets(options["model"])
         if options["profile"]:
-            settings = pipeline_settings()
-            settings.profile(options["profile"])  # unknown names fail clearly
-            default = settings["DEFAULT_PROFILE"]
-            targets = [t for t in targets if (t.field.profile or default) == options["profile"]]
+            name = profile_named(options["profile"]).name
+            default = pipeline_settings()["DEFAULT_PROFILE"]
+            targets = [t for t in targets if (t.field.profile or default) == name]
 
         total = 0
         for target in targets:
@@ -57,8 +57,9 @@ class Command(BaseCommand):
             if options["status"]:
                 rows = rows.filter(**{f"{target.col('status')}__in": options["status"]})
             pks = list(rows.order_by("pk").values_list("pk", flat=True))
-            label = f"{target.label}.{target.field.name}"
-            with tqdm(total=len(pks), desc=label, unit="row", disable=not pks) as bar:
+            label = target_label(target)
+            hide = True if not pks else None  # None: shown on a terminal only
+            with progress_bar(total=len(pks), desc=label, unit="row", disable=hide) as bar:
                 for start in range(0, len(pks), BATCH):
                     chunk = pks[start : start + BATCH]
                     with transaction.atomic():
@@ -66,4 +67,5 @@ class Command(BaseCommand):
                             model_label=target.label, field_name=target.field.name, pks=chunk
                         )
                     bar.update(len(chunk))
+            self.stdout.write(f"{label}: {len(pks)} row(s)")
         self.stdout.write(self.style.SUCCESS(f"Queued {total} image(s) for re-processing."))
