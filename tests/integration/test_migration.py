@@ -30,7 +30,7 @@ from pipeline.migration.report import Report
 from pipeline.migration.sample import SampleManifest, build_sample_tree
 from pipeline.migration.scan import Kind, scan
 from pipeline.models import MediaAsset, MigrationChunk, MigrationRun
-from tests.conftest import CORPUS, database_url_for_worker, wait_for
+from tests.conftest import PHOTOS, database_url_for_worker, wait_for
 from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -68,7 +68,7 @@ class Legacy:
 
 @pytest.fixture
 def legacy(tmp_path: Path) -> Legacy:
-    sample = build_sample_tree(tmp_path / "legacy" / "media", CORPUS)
+    sample = build_sample_tree(tmp_path / "legacy" / "media", PHOTOS)
     rows = Photo.objects.bulk_create(
         Photo(title=f"legacy {i} {v.style}", image=v.value)
         for i, v in enumerate(sample.legacy_values)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,13 +10,12 @@ from pipeline.migration.plan import plan
 from pipeline.migration.report import DanglingReference, Report
 from pipeline.migration.sample import SampleManifest, build_sample_tree
 from pipeline.migration.scan import Kind, scan
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "photos"
+from tests.conftest import PHOTOS
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleManifest:
-    return build_sample_tree(tmp_path_factory.mktemp("legacy") / "media", CORPUS)
+    return build_sample_tree(tmp_path_factory.mktemp("legacy") / "media", PHOTOS)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from PIL import Image
 from pipeline.migration.references import lookup_key
 from pipeline.migration.sample import SampleManifest, build_sample_tree
 from pipeline.migration.scan import Kind
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "photos"
+from tests.conftest import PHOTOS
 
 
 def fingerprint(root: Path) -> dict[str, str]:
@@ -33,13 +32,13 @@ def fingerprint(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def fixed(tmp_path_factory: pytest.TempPathFactory) -> SampleManifest:
-    return build_sample_tree(tmp_path_factory.mktemp("fixed") / "media", CORPUS)
+    return build_sample_tree(tmp_path_factory.mktemp("fixed") / "media", PHOTOS)
 
 
 def test_same_seed_same_tree_other_seed_other_tree(tmp_path: Path) -> None:
-    one = build_sample_tree(tmp_path / "one" / "media", CORPUS, n=50, seed=7)
-    two = build_sample_tree(tmp_path / "two" / "media", CORPUS, n=50, seed=7)
-    three = build_sample_tree(tmp_path / "three" / "media", CORPUS, n=50, seed=8)
+    one = build_sample_tree(tmp_path / "one" / "media", PHOTOS, n=50, seed=7)
+    two = build_sample_tree(tmp_path / "two" / "media", PHOTOS, n=50, seed=7)
+    three = build_sample_tree(tmp_path / "three" / "media", PHOTOS, n=50, seed=8)
     assert fingerprint(one.root) == fingerprint(two.root)
     assert one.legacy_values == two.legacy_values
     assert dict(one.expected) == dict(two.expected)
@@ -112,7 +111,7 @@ def test_legacy_values_cover_every_style(fixed: SampleManifest) -> None:
 
 
 def test_bulk_mode_makes_about_n_images_with_copies_and_values(tmp_path: Path) -> None:
-    m = build_sample_tree(tmp_path / "bulk", CORPUS, n=120, seed=1)
+    m = build_sample_tree(tmp_path / "bulk", PHOTOS, n=120, seed=1)
     counts = m.counts
     assert counts[Kind.IMAGE] == 120
     assert counts["duplicates"] >= 5
@@ -126,5 +125,5 @@ def test_bulk_mode_makes_about_n_images_with_copies_and_values(tmp_path: Path) -
 def test_dest_must_be_empty(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError):
-        build_sample_tree(tmp_path, CORPUS)
+        build_sample_tree(tmp_path, PHOTOS)
     assert (tmp_path / "keep.txt").read_text() == "mine"
