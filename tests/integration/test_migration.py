@@ -154,6 +154,20 @@ def test_migrates_a_messy_tree_and_a_second_run_changes_nothing(
     assert report.orphans_imported == len(orphans) > 0
     assert report.variants_generated > 0 and report.bytes_after > 0
     assert "rows re-linked" in table and "escapes the media root" in table
+    # bytes after: the unique originals plus every public output; the optimized originals
+    # are counted apart, beside the originals they were made from.
+    ready = [
+        *Photo.objects.filter(image_status=Status.READY).values_list("image", "image_manifest"),
+        *MediaAsset.objects.filter(image_status=Status.READY).values_list(
+            "image", "image_manifest"
+        ),
+    ]
+    sizes = {o.key: o.size for o in legacy.plan.objects}
+    assert report.bytes_stored_originals == sum(sizes.values())
+    assert report.bytes_optimized_originals == sum(m["original"]["bytes"] for _, m in ready)
+    assert report.bytes_processed_originals == sum(sizes[key] for key, _ in ready)
+    assert report.bytes_variants == sum(v["bytes"] for _, m in ready for v in m["variants"])
+    assert "optimized originals vs their originals" in table
 
     # Every row points at its standardized key and was processed; dangling rows untouched.
     for pk, value in legacy.rows.items():
@@ -192,6 +206,9 @@ def test_migrates_a_messy_tree_and_a_second_run_changes_nothing(
     assert_counts(second, legacy)
     assert (second.uploaded, second.already_present) == (0, len(legacy.keys))
     assert (second.rows_relinked, second.orphans_imported, second.variants_generated) == (0, 0, 0)
+    bytes_counters = ("bytes_after", "bytes_optimized_originals", "bytes_processed_originals")
+    for name in (*bytes_counters, "bytes_variants"):  # what is stored, counted once
+        assert getattr(second, name) == getattr(report, name), name
     assert photo_state() == before
     assert MediaAsset.objects.count() == len(orphans)
     assert set(bucket(s3, PRIMARY_BUCKET)) == legacy.keys
@@ -384,6 +401,9 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
             before.rejected,
         )
         assert report.bytes_after == before.bytes_after
+        assert report.bytes_optimized_originals == before.bytes_optimized_originals
+        assert report.bytes_processed_originals == before.bytes_processed_originals
+        assert report.bytes_variants == before.bytes_variants
 
     # A file touched (same content) and a new one: the normal path, the new one migrated.
     touched = legacy.root / legacy.sample.image_paths[0]
