@@ -1,6 +1,10 @@
 """Benchmark the imaging engine against the naive Pillow recipe and pyvips, in one process.
 
-    python bench/imaging.py [--rounds 3] [--photos ../shared/corpus/photos]
+    python bench/imaging.py [--rounds 3] [--photos DIR]
+
+The photos are ``--photos``, else the team's larger corpus (``../shared/corpus/photos``
+beside the checkout) when it is there, else the ones shipped in ``demo/photos``; the
+output says which set was used.
 
 All three approaches do the same job on every photo: an optimized original (JPEG, long
 edge capped at 2560) and WebP variants at 1600/1024/640/320 px wide (never upscaled),
@@ -39,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image, ImageCms, ImageOps
 
+from bench import photos as photo_sets
 from pipeline.imaging import Profile, profile_from_dict, render
 
-PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "photos"
 #: Ours may lose at most this much mean SSIM against naive (SSIM is 0..1; 0.005 is below
 #: what people notice at these qualities).
 QUALITY_TOLERANCE = 0.005
@@ -199,7 +203,7 @@ def rss_child(approach: str, path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--photos", type=Path, default=PHOTOS)
+    parser.add_argument("--photos", type=Path, default=None, help=photo_sets.HELP)
     parser.add_argument(
         "--rss-child", nargs=2, metavar=("APPROACH", "PATH"), help=argparse.SUPPRESS
     )
@@ -208,6 +212,9 @@ def main() -> None:
         rss_child(*args.rss_child)
         return
 
+    if args.photos is None:
+        args.photos = photo_sets.default_photos()
+    print(f"photo set: {photo_sets.describe(args.photos)}", flush=True)
     profile = bench_profile()
     paths = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     photos = {p.name: p.read_bytes() for p in paths}

@@ -10,8 +10,11 @@ fresh database per measured migration (SQLite, or a new PostgreSQL database on t
 of ``DATABASE_URL`` when it is set), and one ``celery -A workers worker -Q
 cpu,transfer,cdn,migration -c 2 -P prefork`` (two worker processes) per database. The
 legacy tree is ``pipeline.migration.sample.build_sample_tree`` with about ``--files``
-images (real photos at 96-640 px, camera/CMS names, ~8% byte-identical copies) plus the
-litter of an old MEDIA_ROOT (OS junk, text, a truncated JPEG, symbolic links).
+images (real photos at 96-640 px, camera/CMS names, ~8% byte-identical copies, and its
+fixed cases at the photos' own sizes) plus the litter of an old MEDIA_ROOT (OS junk,
+text, a truncated JPEG, symbolic links). The photos are ``--photos``, else the team's
+larger corpus (``../shared/corpus/photos`` beside the checkout) when it is there, else
+the ones shipped in ``demo/photos``; the output says which set was used.
 
 Three comparisons, each against a baseline measured in the same run on the same tree and
 the same S3 server:
@@ -71,12 +74,12 @@ from urllib.parse import urlsplit, urlunsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import photos as photo_sets  # noqa: E402
 from pipeline.errors import PermanentError  # noqa: E402
 from pipeline.imaging import Profile, profile_from_dict, render  # noqa: E402
 from pipeline.migration.sample import SampleManifest, build_sample_tree  # noqa: E402
 from tests.services import AWS_REGION, Services, wait_until, worker_command  # noqa: E402
 
-PHOTOS = REPO.parent / "shared" / "corpus" / "photos"
 BIN = Path(sys.executable).parent
 WORKER_PROCESSES = 2
 QUEUES = "cpu,transfer,cdn,migration"
@@ -766,7 +769,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=2000, help="images in the tree (about)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of (a); the best counts")
-    parser.add_argument("--photos", type=Path, default=PHOTOS)
+    parser.add_argument("--photos", type=Path, default=None, help=photo_sets.HELP)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
         "--py-spy",
@@ -777,6 +780,9 @@ def main() -> None:
     )
     parser.add_argument("--skip-baselines", action="store_true", help="skip aws s3 sync and s5cmd")
     args = parser.parse_args()
+    if args.photos is None:
+        args.photos = photo_sets.default_photos()
+    print(f"photo set: {photo_sets.describe(args.photos)}", flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="bench-migration-"))
     stack: Stack | None = None

@@ -193,4 +193,5 @@ def clean_buckets(s3: Any) -> Iterator[None]:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
-CORPUS = REPO.parent / "shared" / "corpus" / "photos"
+PHOTOS = REPO / "demo" / "photos"
+"""Real photographs shipped with the repository (origins and licences in its README)."""

@@ -21,9 +21,14 @@ Counter meanings (what a reader of the table may rely on):
 * ``dangling``: row values that matched no image, with where they are and why.
 * ``orphans_imported`` / ``orphans_skipped``: images no row referred to (``--orphans``).
 * ``variants_generated``: renditions written by processing the rows this run queued.
-* ``bytes_before``: bytes of every legacy image file (copies included);
-  ``bytes_after``: bytes stored for them after the run: the unique originals, plus the
-  optimized originals and variants of every processed row pointing at them.
+* ``bytes_before``: bytes of every legacy image file (copies included).
+* ``bytes_after``: every byte stored for them after the run: the unique originals (private
+  bucket) plus every public output of every processed row pointing at them, that is its
+  optimized original and all its variants. It is larger than ``bytes_before`` by design
+  (one original becomes a dozen renditions), so it says nothing about compression:
+* ``bytes_optimized_originals``: the optimized originals alone, and
+  ``bytes_processed_originals``: the originals they were made from (one per processed row),
+  so that the two compare like with like; ``bytes_variants``: the variants alone.
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ class Report:
     variants_generated: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
+    bytes_optimized_originals: int = 0
+    bytes_processed_originals: int = 0
+    bytes_variants: int = 0
     duration: float = 0.0  # seconds, wall clock
 
     # -- filling -----------------------------------------------------------------------
@@ -131,6 +139,18 @@ class Report:
     def bytes_per_second(self) -> float:
         return self.bytes_before / self.duration if self.duration > 0 else 0.0
 
+    @property
+    def bytes_stored_originals(self) -> int:
+        """The unique originals in the private bucket: ``bytes_after`` less the outputs."""
+        return self.bytes_after - self.bytes_optimized_originals - self.bytes_variants
+
+    @property
+    def optimized_ratio(self) -> float | None:
+        """Optimized originals over the originals they were made from (None: none made)."""
+        if not self.bytes_processed_originals:
+            return None
+        return self.bytes_optimized_originals / self.bytes_processed_originals
+
     # -- output ------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +171,9 @@ class Report:
         data["dangling_count"] = len(self.dangling)
         data["files_per_second"] = round(self.files_per_second, 2)
         data["bytes_per_second"] = round(self.bytes_per_second, 2)
+        data["bytes_stored_originals"] = self.bytes_stored_originals
+        ratio = self.optimized_ratio
+        data["optimized_ratio"] = None if ratio is None else round(ratio, 4)
         return data
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -189,8 +212,12 @@ class Report:
             ("orphans imported", _int(self.orphans_imported)),
             ("orphans skipped", _int(self.orphans_skipped)),
             ("variants generated", _int(self.variants_generated)),
-            ("bytes before", _bytes(self.bytes_before)),
-            ("bytes after", _bytes(self.bytes_after)),
+            ("bytes before (legacy image files)", _bytes(self.bytes_before)),
+            ("bytes after (originals + all outputs)", _bytes(self.bytes_after)),
+            ("  originals, private bucket", _bytes(self.bytes_stored_originals)),
+            ("  optimized originals, public", _bytes(self.bytes_optimized_originals)),
+            ("  variants, public", _bytes(self.bytes_variants)),
+            ("optimized originals vs their originals", self._optimized_vs_originals()),
             ("duration", f"{self.duration:.1f} s"),
             (
                 "throughput",
@@ -220,6 +247,15 @@ class Report:
             if len(self.dangling) > len(shown):
                 lines.append(f"    ... and {len(self.dangling) - len(shown)} more")
         return "\n".join(lines)
+
+    def _optimized_vs_originals(self) -> str:
+        ratio = self.optimized_ratio
+        if ratio is None:
+            return "-"
+        return (
+            f"{_bytes(self.bytes_optimized_originals)} vs "
+            f"{_bytes(self.bytes_processed_originals)} ({ratio - 1:+.0%})"
+        )
 
 
 def _examples(paths: list[str], limit: int) -> list[str]:

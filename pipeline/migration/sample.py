@@ -7,11 +7,15 @@ a truncated JPEG, an empty file, links out of the tree and round a loop, a PNG w
 transparency, a GIF) and the strings old rows held to point at it, in every spelling
 ``references`` must understand, including some that point at nothing.
 
-Photos are real (``photos_dir``), shrunk to 96-640 px so the tree stays light (the fixed
-tree is about 1 MB; 2,000 images about 40 MB). Without ``photos_dir`` the pictures are
-drawn (soft shapes over a gradient, with grain, so they compress like photos): the demo
-runs on a fresh checkout with nothing else on disk. Everything derives from ``seed``: the
-same seed and photos give the same bytes under the same names.
+Photos are real (``photos_dir``). The fixed tree has them at their own sizes, as a site
+holds them: a camera file untouched, a sideways shot with its EXIF orientation, the others
+cropped a little and re-encoded (about 4 MB with the photos in ``demo/photos``), so
+processing it makes every variant width. Bulk images (``n``) are shrunk to 96-640 px so a
+tree of thousands stays light (2,000 images about 40 MB). Without ``photos_dir`` the
+pictures are drawn (soft shapes over a gradient, with grain, so they compress like
+photos). Every legacy value fits in ``max_length`` characters, as it had to in the old
+rows' column. Everything derives from ``seed``: the same seed and photos give the same
+bytes under the same names.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ MEDIA_URL = "/media/"
 BASE_SIZE = 640
 SIZES = (96, 128, 160, 200, 240, 320, 400, 480, 560, 640)
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+MAX_LENGTH = 100
+"""Longest legacy value by default: a FileField's column (``max_length=100``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +102,10 @@ class SampleManifest:
 class _Builder:
     """Writes files under ``root`` and records what a scan must say about each."""
 
-    def __init__(self, root: Path, photos_dir: Path | None, seed: int) -> None:
+    def __init__(self, root: Path, photos_dir: Path | None, seed: int, max_length: int) -> None:
         self.root = root
         self.rng = random.Random(seed)
+        self.max_length = max_length
         self.photos: list[Path] = []
         if photos_dir is not None:
             self.photos = sorted(
@@ -106,6 +114,7 @@ class _Builder:
             if not self.photos:
                 raise FileNotFoundError(f"no photos in {photos_dir}")
         self._bases: dict[int, Image.Image] = {}
+        self._smalls: dict[int, Image.Image] = {}
         self.expected: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
         self.duplicates: dict[str, str] = {}
@@ -152,6 +161,12 @@ class _Builder:
         return True
 
     def value(self, value: str, style: str, path: str | None) -> None:
+        """Record what an old row held. The old column held at most ``max_length``
+        characters: a longer spelling is recorded as the plain path, or not at all."""
+        if len(value) > self.max_length and path is not None:
+            value, style = path, "relative"
+        if len(value) > self.max_length:
+            return
         kind = self.expected.get(path) if path else None
         self.values.append(LegacyValue(value, style, path, kind))
 
@@ -166,8 +181,12 @@ class _Builder:
 
     # -- pixels ------------------------------------------------------------------------
 
+    def photo(self, i: int) -> Path | None:
+        """The file of photo ``i`` (mod the photos), or None when pictures are drawn."""
+        return self.photos[i % len(self.photos)] if self.photos else None
+
     def base(self, i: int) -> Image.Image:
-        """Photo ``i`` (mod the corpus) decoded small, upright, RGB; cached."""
+        """Photo ``i`` (mod the photos) decoded at its own size, upright, RGB; cached."""
         if not self.photos:
             i %= DRAWN
             if i not in self._bases:
@@ -176,18 +195,31 @@ class _Builder:
         i %= len(self.photos)
         if i not in self._bases:
             with _open_photo(self.photos[i]) as im:
-                im.draft("RGB", (BASE_SIZE, BASE_SIZE))  # JPEG shrink-on-load: fast
-                im.thumbnail((BASE_SIZE, BASE_SIZE))
                 self._bases[i] = ImageOps.exif_transpose(im).convert("RGB")
         return self._bases[i]
 
-    def pixels(self, i: int, size: int) -> Image.Image:
-        """Photo ``i`` cropped a little (seeded) and shrunk to ``size`` on its long side."""
-        img = self.base(i)
+    def small(self, i: int) -> Image.Image:
+        """Photo ``i`` decoded small (``BASE_SIZE``), upright, RGB; cached (bulk images)."""
+        if not self.photos:
+            return self.base(i)
+        i %= len(self.photos)
+        if i not in self._smalls:
+            with _open_photo(self.photos[i]) as im:
+                im.draft("RGB", (BASE_SIZE, BASE_SIZE))  # JPEG shrink-on-load: fast
+                im.thumbnail((BASE_SIZE, BASE_SIZE))
+                self._smalls[i] = ImageOps.exif_transpose(im).convert("RGB")
+        return self._smalls[i]
+
+    def pixels(self, i: int, size: int | None = None) -> Image.Image:
+        """Photo ``i`` cropped a little (seeded), at its own size or shrunk to ``size`` on
+        its long side. At its own size the crop is lighter (at most a tenth in all)."""
+        img = self.base(i) if size is None or size > BASE_SIZE else self.small(i)
         w, h = img.size
-        dx, dy = self.rng.randint(0, w // 10), self.rng.randint(0, h // 10)
-        img = img.crop((dx, dy, w - self.rng.randint(0, w // 10), h - dy))
-        img.thumbnail((size, size), Image.Resampling.BILINEAR)
+        part = 10 if size is not None else 20
+        dx, dy = self.rng.randint(0, w // part), self.rng.randint(0, h // part)
+        img = img.crop((dx, dy, w - self.rng.randint(0, w // part), h - dy))
+        if size is not None:
+            img.thumbnail((size, size), Image.Resampling.BILINEAR)
         return img
 
     def encode(self, img: Image.Image, fmt: str, *, quality: int = 82, **params: object) -> bytes:
@@ -216,8 +248,30 @@ class _Builder:
     def jpeg(
         self, i: int, size: int | None = None, *, quality: int = 82, **params: object
     ) -> bytes:
-        size = size or self.rng.choice(SIZES)
+        """Photo ``i`` re-encoded, at its own size unless ``size`` is given."""
         return self.encode(self.pixels(i, size), "JPEG", quality=quality, **params)
+
+    def camera(self, i: int) -> bytes:
+        """Photo ``i``'s own file, untouched (a camera JPEG keeps its EXIF and ICC profile);
+        a re-encoding when it is not a JPEG or was written before."""
+        path = self.photo(i)
+        if path is not None and path.suffix.lower() in JPEG_SUFFIXES:
+            data = path.read_bytes()
+            if self.remember(data):
+                return data
+        return self.jpeg(i)
+
+    def sideways(self, i: int) -> bytes:
+        """A shot taken with the camera turned: pixels stored rotated, EXIF orientation 6 to
+        show them upright. Photo ``i``'s own file when it is one already."""
+        path = self.photo(i)
+        if path is not None and path.suffix.lower() in JPEG_SUFFIXES:
+            with _open_photo(path) as im:
+                orientation = im.getexif().get(0x0112)
+            if orientation == 6 and self.remember(data := path.read_bytes()):
+                return data
+        stored = self.pixels(i).transpose(Image.Transpose.ROTATE_90)  # 6 turns it back
+        return self.encode(stored, "JPEG", exif=_orientation_exif(6))
 
     def big_icc(self) -> bytes | None:
         """The largest ICC profile among the photos (a header past the first 64 KiB)."""
@@ -231,7 +285,12 @@ class _Builder:
 
 
 def build_sample_tree(
-    dest: Path, photos_dir: Path | None = None, *, n: int | None = None, seed: int = 0
+    dest: Path,
+    photos_dir: Path | None = None,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    max_length: int = MAX_LENGTH,
 ) -> SampleManifest:
     """Write a messy legacy media tree into ``dest`` (which must be absent or empty).
 
@@ -239,6 +298,8 @@ def build_sample_tree(
     With ``n``: the fixed tree plus generated images up to about ``n`` in all, with
     realistic camera and CMS names, ~8% byte-identical copies, and legacy values for
     three quarters of them (the rest are orphans) plus ~2% dangling values.
+    Legacy values are at most ``max_length`` characters (the old rows' column could hold
+    no more): a longer spelling is replaced by the plain relative path, or left out.
     A file named ``<dest.name>-outside.jpg`` is written next to ``dest``: the target of the
     link that leaves the tree (never inside the system, never followed by a scan).
     """
@@ -246,7 +307,7 @@ def build_sample_tree(
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest} is not empty")
     dest.mkdir(parents=True, exist_ok=True)
-    b = _Builder(dest, Path(photos_dir) if photos_dir is not None else None, seed)
+    b = _Builder(dest, Path(photos_dir) if photos_dir is not None else None, seed, max_length)
     outside = dest.parent / f"{dest.name}-outside.jpg"
     outside.write_bytes(b.jpeg(0, 120))
     _fixed_tree(b, outside)
@@ -317,46 +378,46 @@ def _nfc(text: str) -> str:
 def _fixed_tree(b: _Builder, outside: Path) -> None:
     """Every case once, under hand-written names (see the module docstring)."""
     summer = "Photos/Summer 2019"
-    img1 = b.image(f"{summer}/IMG_0001.JPG", b.jpeg(0, 480))
+    # Straight from the camera: its own EXIF (orientation, make) and colour profile.
+    img1 = b.image(f"{summer}/IMG_0001.JPG", b.camera(0))
     img1_copy = b.copy(f"{summer}/IMG_0001 (1).JPG", img1)
-    beach = b.image(f"{summer}/beach.jpeg", b.jpeg(1, 400))
-    sunset = b.image(f"{summer}/Sunset.Jpg", b.jpeg(2, 320))
+    beach = b.image(f"{summer}/beach.jpeg", b.jpeg(3))
+    sunset = b.image(f"{summer}/Sunset.Jpg", b.jpeg(2))
     b.junk(f"{summer}/.DS_Store", b"\x00\x00\x00\x01Bud1" + bytes(2036), "junk: .DS_Store")
     b.junk(f"{summer}/._beach.jpeg", b"\x00\x05\x16\x07" + bytes(60), "junk: AppleDouble")
 
     # Same slug, different content: "creme-brulee.jpg" is wanted twice (collision).
     cafe = "Photos/Café"  # NFC folder
-    brulee = b.image(f"{cafe}/Crème Brûlée.jpg", b.jpeg(3, 240))
-    b.image(f"{cafe}/creme brulee.JPG", b.jpeg(4, 240))
+    brulee = b.image(f"{cafe}/Crème Brûlée.jpg", b.jpeg(4))
+    b.image(f"{cafe}/creme brulee.JPG", b.jpeg(5))
     # An NFD file name in an NFC folder (written on a Mac, copied to Linux).
-    eclair = b.image(f"{cafe}/" + _nfd("Éclair.jpg"), b.jpeg(5, 200))
+    eclair = b.image(f"{cafe}/" + _nfd("Éclair.jpg"), b.jpeg(8))
     # The same name twice, NFC and NFD, identical bytes: one object, one key.
-    resume = b.image("Photos/Résumé.jpg", b.jpeg(6, 160))
+    resume = b.image("Photos/Résumé.jpg", b.jpeg(6))
     resume_nfd = b.copy(_nfd("Photos/Résumé.jpg"), resume)
     # A whole NFD folder.
-    manana = b.image(_nfd("Fotos Ünïcode/Mañana.png"), b.encode(b.pixels(7, 160), "PNG"))
+    manana = b.image(_nfd("Fotos Ünïcode/Mañana.png"), b.encode(b.pixels(9), "PNG"))
 
     up = "uploads/2015/03"
-    file1 = b.image(f"{up}/file.jpg", b.jpeg(8, 320))
+    file1 = b.image(f"{up}/file.jpg", b.jpeg(13))
     b.copy(f"{up}/file (1).jpg", file1)
-    file2 = b.image(f"{up}/file (2).jpg", b.jpeg(9, 320))
+    file2 = b.image(f"{up}/file (2).jpg", b.jpeg(14))
     b.junk(f"{up}/Thumbs.db", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504), "junk: Thumbs.db")
     b.junk("uploads/desktop.ini", b"[.ShellClassInfo]\r\nIconResource=x\r\n", "junk: desktop.ini")
-    phone = b.image(
-        f"{up}/IMG_2041.JPG", b.jpeg(10, 320, exif=_orientation_exif(6))
-    )  # sideways camera shot: the pipeline must apply EXIF orientation
+    # A sideways camera shot: the pipeline must apply its EXIF orientation.
+    phone = b.image(f"{up}/IMG_2041.JPG", b.sideways(1))
 
     # A PNG with transparency, a GIF (two frames), a WebP, and odd names.
     shoe = b.image("products/Red Shoe_final.PNG", _transparent_png(b))
     logo = b.image("products/logo.gif", _gif(b))
-    hero = b.image("products/hero banner.webp", b.encode(b.pixels(11, 320), "WEBP"))
-    b.image("products/★★★.jpg", b.jpeg(12, 128))
-    b.image("products/日本語の写真.jpg", b.jpeg(13, 128))
+    hero = b.image("products/hero banner.webp", b.encode(b.pixels(12), "WEBP"))
+    b.image("products/★★★.jpg", b.jpeg(15))
+    b.image("products/日本語の写真.jpg", b.jpeg(16))
     long_name = "products/" + "Very long product name " * 8 + "FINAL.jpeg"
-    b.image(long_name, b.jpeg(14, 128))
+    b.image(long_name, b.jpeg(17))
     icc = b.big_icc()
     if icc:
-        b.image("products/print/poster.jpg", b.jpeg(15, 200, icc_profile=icc))
+        b.image("products/print/poster.jpg", b.jpeg(11, icc_profile=icc))
 
     b.write("docs/notes.txt", b"Remember to move the photos to S3.\n", Kind.NOT_IMAGE, "text")
     b.write(
@@ -365,7 +426,7 @@ def _fixed_tree(b: _Builder, outside: Path) -> None:
         Kind.NOT_IMAGE,
         "not an image",
     )
-    whole = b.jpeg(16, 480, quality=90)
+    whole = b.jpeg(10, 480, quality=90)
     b.write("broken/truncated.jpg", whole[: len(whole) * 11 // 20], Kind.REJECTED, "truncated")
     b.write("broken/empty.jpg", b"", Kind.REJECTED, "empty file")
 
@@ -427,7 +488,7 @@ def _orientation_exif(orientation: int) -> bytes:
 
 
 def _transparent_png(b: _Builder) -> bytes:
-    img = b.pixels(19, 200).convert("RGBA")
+    img = b.pixels(19).convert("RGBA")
     mask = Image.new("L", img.size, 0)
     w, h = img.size
     ImageDraw.Draw(mask).ellipse((w // 8, h // 8, w * 7 // 8, h * 7 // 8), fill=255)

@@ -632,7 +632,9 @@ def _noop_report(run: MigrationRun, base: MigrationRun, opts: Options) -> Report
     if opts.orphans == "skip":
         in_library = _library(source_sha256__isnull=False).values("source_sha256")
         r.orphans_skipped = canon.filter(orphan=True).exclude(sha256__in=in_library).count()
-    r.bytes_after = (canon.aggregate(n=Sum("size"))["n"] or 0) + _output_bytes(base)
+    r.bytes_after = canon.aggregate(n=Sum("size"))["n"] or 0
+    r.bytes_optimized_originals = r.bytes_processed_originals = r.bytes_variants = 0
+    _count_output_bytes(base, r)
     return r
 
 
@@ -1395,23 +1397,39 @@ def _count_outputs(run: MigrationRun, r: Report) -> None:
                 r.variants_generated += len(manifest.get("variants", ()))
             elif status == Status.FAILED:
                 r.add_failed(f"{target.label}.{target.field.name} pk={pk}", error or "failed")
-    r.bytes_after += _output_bytes(run)
+    _count_output_bytes(run, r)
 
 
-def _output_bytes(run: MigrationRun) -> int:
-    """The bytes of every output of every processed row pointing at the run's objects."""
-    total = 0
-    keys = MigrationItem.objects.filter(run=run, canonical=True).exclude(key="").values("key")
+def _count_output_bytes(run: MigrationRun, r: Report) -> None:
+    """Add the bytes of every output of every processed row pointing at the run's objects
+    to ``r.bytes_after``, and count optimized originals and variants apart, with the
+    originals the optimized ones were made from (so the report compares like with like)."""
+    canon = MigrationItem.objects.filter(run=run, canonical=True).exclude(key="")
+    counted = r.bytes_optimized_originals + r.bytes_variants
     for target in _row_targets(run):
         rows = target.rows().filter(
-            **{f"{target.field.name}__in": keys, target.col("status"): Status.READY}
+            **{f"{target.field.name}__in": canon.values("key"), target.col("status"): Status.READY}
         )
-        for manifest in rows.values_list(target.col("manifest"), flat=True).iterator(BATCH):
-            entries = [*manifest.get("variants", ())]
-            if manifest.get("original"):
-                entries.append(manifest["original"])
-            total += sum(int(e.get("bytes", 0)) for e in entries)
-    return total
+        page: list[tuple[str, dict[str, Any]]] = []
+        for row in rows.values_list(target.field.name, target.col("manifest")).iterator(BATCH):
+            page.append(row)
+            if len(page) == BATCH:
+                _count_page(canon, page, r)
+                page = []
+        _count_page(canon, page, r)
+    r.bytes_after += r.bytes_optimized_originals + r.bytes_variants - counted
+
+
+def _count_page(
+    canon: models.QuerySet[MigrationItem], page: list[tuple[str, dict[str, Any]]], r: Report
+) -> None:
+    """One page of processed rows (their key and manifest) into ``r``'s output counters."""
+    sizes = dict(canon.filter(key__in={key for key, _ in page}).values_list("key", "size"))
+    for key, manifest in page:
+        r.bytes_variants += sum(int(v.get("bytes", 0)) for v in manifest.get("variants", ()))
+        if manifest.get("original"):
+            r.bytes_optimized_originals += int(manifest["original"].get("bytes", 0))
+            r.bytes_processed_originals += sizes.get(key, 0)
 
 
 def _row_targets(run: MigrationRun) -> list[media_services.Target]:

@@ -21,13 +21,13 @@ from demo.models import Photo
 from pipeline import services
 from pipeline.fields import Status
 from tests.conftest import kill_worker, replace_worker, wait_for
-from tests.integration.test_pipeline import MEDIUM, SMALL, TWELVE_MP
+from tests.integration.test_pipeline import LARGE, MEDIUM, SMALL
 from tests.integration.test_row_state import assert_exactly_the_manifest
 from tests.services import PRIMARY_BUCKET
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-SOURCES = [SMALL, MEDIUM, TWELVE_MP]
+SOURCES = [SMALL, MEDIUM, LARGE]
 
 
 def make_rows(count: int, label: str) -> tuple[list[Photo], dict[int, bytes]]:

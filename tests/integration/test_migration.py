@@ -30,7 +30,7 @@ from pipeline.migration.report import Report
 from pipeline.migration.sample import SampleManifest, build_sample_tree
 from pipeline.migration.scan import Kind, scan
 from pipeline.models import MediaAsset, MigrationChunk, MigrationRun
-from tests.conftest import CORPUS, database_url_for_worker, wait_for
+from tests.conftest import PHOTOS, database_url_for_worker, wait_for
 from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -68,7 +68,7 @@ class Legacy:
 
 @pytest.fixture
 def legacy(tmp_path: Path) -> Legacy:
-    sample = build_sample_tree(tmp_path / "legacy" / "media", CORPUS)
+    sample = build_sample_tree(tmp_path / "legacy" / "media", PHOTOS)
     rows = Photo.objects.bulk_create(
         Photo(title=f"legacy {i} {v.style}", image=v.value)
         for i, v in enumerate(sample.legacy_values)
@@ -155,6 +155,20 @@ def test_migrates_a_messy_tree_and_a_second_run_changes_nothing(
     assert report.orphans_imported == len(orphans) > 0
     assert report.variants_generated > 0 and report.bytes_after > 0
     assert "rows re-linked" in table and "escapes the media root" in table
+    # bytes after: the unique originals plus every public output; the optimized originals
+    # are counted apart, beside the originals they were made from.
+    ready = [
+        *Photo.objects.filter(image_status=Status.READY).values_list("image", "image_manifest"),
+        *MediaAsset.objects.filter(image_status=Status.READY).values_list(
+            "image", "image_manifest"
+        ),
+    ]
+    sizes = {o.key: o.size for o in legacy.plan.objects}
+    assert report.bytes_stored_originals == sum(sizes.values())
+    assert report.bytes_optimized_originals == sum(m["original"]["bytes"] for _, m in ready)
+    assert report.bytes_processed_originals == sum(sizes[key] for key, _ in ready)
+    assert report.bytes_variants == sum(v["bytes"] for _, m in ready for v in m["variants"])
+    assert "optimized originals vs their originals" in table
 
     # Every row points at its standardized key and was processed; dangling rows untouched.
     for pk, value in legacy.rows.items():
@@ -197,6 +211,9 @@ def test_migrates_a_messy_tree_and_a_second_run_changes_nothing(
     assert_counts(second, legacy)
     assert (second.uploaded, second.already_present) == (0, len(legacy.keys))
     assert (second.rows_relinked, second.orphans_imported, second.variants_generated) == (0, 0, 0)
+    bytes_counters = ("bytes_after", "bytes_optimized_originals", "bytes_processed_originals")
+    for name in (*bytes_counters, "bytes_variants"):  # what is stored, counted once
+        assert getattr(second, name) == getattr(report, name), name
     assert photo_state() == before
     assert MediaAsset.objects.count() == len(orphans)
     assert set(bucket(s3, PRIMARY_BUCKET)) == legacy.keys
@@ -390,6 +407,9 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
             before.rejected,
         )
         assert report.bytes_after == before.bytes_after
+        assert report.bytes_optimized_originals == before.bytes_optimized_originals
+        assert report.bytes_processed_originals == before.bytes_processed_originals
+        assert report.bytes_variants == before.bytes_variants
 
     # A file touched (same content) and a new one: the normal path, the new one migrated.
     touched = legacy.root / legacy.sample.image_paths[0]

@@ -21,14 +21,15 @@ from PIL import Image
 
 from demo.models import Photo
 from pipeline.fields import Status
-from tests.conftest import CORPUS, wait_for
+from tests.conftest import PHOTOS, wait_for
 from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-TWELVE_MP = CORPUS / "02_iphone_12mp_orient6.jpg"  # 4032x3024 stored, EXIF orientation 6
-SMALL = CORPUS / "20_owl_600.jpg"
-MEDIUM = CORPUS / "13_family_970.jpg"
+# A camera file: 2688x2016 stored, EXIF orientation 6, Display P3; renders take seconds.
+LARGE = PHOTOS / "02_iphone_5mp_orient6_p3.jpg"
+SMALL = PHOTOS / "20_owl_600.jpg"
+MEDIUM = PHOTOS / "13_family_970.jpg"
 
 
 @pytest.fixture
@@ -87,12 +88,12 @@ def assert_outputs_in_bucket(s3: Any, photo: Photo) -> None:
         assert entry["url"] == f"https://cdn.example.test/{entry['key']}"
 
 
-def test_12mp_jpeg_saved_through_the_orm_reaches_ready(celery_worker, s3, clean_buckets):
-    photo = settled(new_photo("iPhone", TWELVE_MP.read_bytes(), "IMG 0001 (Copy).JPG"))
+def test_a_large_camera_jpeg_saved_through_the_orm_reaches_ready(celery_worker, s3, clean_buckets):
+    photo = settled(new_photo("iPhone", LARGE.read_bytes(), "IMG 0001 (Copy).JPG"))
 
     assert photo.image_status == Status.READY, photo.image_error
-    # Orientation 6 applied: the stored 4032x3024 is shown upright as 3024x4032.
-    assert (photo.image_width, photo.image_height) == (3024, 4032)
+    # Orientation 6 applied: the stored 2688x2016 is shown upright as 2016x2688.
+    assert (photo.image_width, photo.image_height) == (2016, 2688)
     assert photo.image_format == "jpeg" and len(photo.image_checksum) == 64
     assert photo.image_processed_at and photo.image_duration_ms > 0
     assert photo.image_placeholder["color"].startswith("#")
@@ -107,7 +108,7 @@ def test_12mp_jpeg_saved_through_the_orm_reaches_ready(celery_worker, s3, clean_
     # The pristine original sits in the private bucket, byte for byte, with no public grant.
     name = photo.image.name
     assert name.startswith("photos/img-0001-copy-") and name.endswith(".jpg")
-    assert s3.get_object(Bucket=PRIMARY_BUCKET, Key=name)["Body"].read() == TWELVE_MP.read_bytes()
+    assert s3.get_object(Bucket=PRIMARY_BUCKET, Key=name)["Body"].read() == LARGE.read_bytes()
     grants = s3.get_object_acl(Bucket=PRIMARY_BUCKET, Key=name)["Grants"]
     assert all("URI" not in g["Grantee"] for g in grants), grants
     assert "X-Amz-Signature" in photo.image.url  # only signed URLs for the private bucket
@@ -154,7 +155,7 @@ def test_rollback_enqueues_nothing(celery_worker, published, clean_buckets):
 
 
 def test_two_quick_saves_end_with_the_second_image(celery_worker, s3, clean_buckets):
-    photo = new_photo("Swap", TWELVE_MP.read_bytes(), "first.jpg")
+    photo = new_photo("Swap", LARGE.read_bytes(), "first.jpg")
     # The second save lands while the first render runs: the renders overlap.
     wait_for(
         lambda: Photo.objects.get(pk=photo.pk).image_status == Status.PROCESSING,
@@ -214,7 +215,7 @@ def test_s3_outage_during_processing_recovers(celery_worker, s3_proxy, s3, clean
 
 
 def test_sigkill_of_the_worker_child_mid_task_ends_ready(celery_worker, s3, clean_buckets):
-    photo = new_photo("Killed", TWELVE_MP.read_bytes())
+    photo = new_photo("Killed", LARGE.read_bytes())
     wait_for(
         lambda: Photo.objects.get(pk=photo.pk).image_status == Status.PROCESSING,
         what="a worker child to claim the row",

@@ -23,9 +23,9 @@ from pipeline.fields import Status
 from pipeline.models import CDNPendingPath
 from tests.conftest import database_url_for_worker, wait_for
 from tests.integration.test_pipeline import (
+    LARGE,
     MEDIUM,
     SMALL,
-    TWELVE_MP,
     assert_outputs_in_bucket,
     new_photo,
     public_keys_of,
@@ -92,7 +92,7 @@ def test_saving_the_instance_that_uploaded_keeps_the_finished_state(celery_worke
 
 
 def test_an_edit_through_an_instance_loaded_while_processing_keeps_the_state(celery_worker, s3):
-    photo = new_photo("Big", TWELVE_MP.read_bytes())
+    photo = new_photo("Big", LARGE.read_bytes())
     wait_for(lambda: fresh(photo).image_status == Status.PROCESSING, what="the claim")
     loaded_while_processing = fresh(photo)
     settled(photo)
@@ -168,7 +168,7 @@ def test_deleting_through_an_instance_loaded_before_processing_removes_every_obj
 
 
 def test_deleting_while_processing_removes_the_outputs_written_after_the_delete(celery_worker, s3):
-    photos = [new_photo(f"Busy {i}", TWELVE_MP.read_bytes(), f"busy-{i}.jpg") for i in range(3)]
+    photos = [new_photo(f"Busy {i}", LARGE.read_bytes(), f"busy-{i}.jpg") for i in range(3)]
     wait_for(lambda: fresh(photos[0]).image_status == Status.PROCESSING, what="a render to start")
     for photo in photos:
         pk = photo.pk

@@ -5,13 +5,11 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from pipeline.imaging.geometry import TRANSPOSE
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "photos"
+from tests.conftest import PHOTOS
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 
@@ -119,7 +117,7 @@ def animation(fmt: str, colours: list[tuple[int, int, int]], size: tuple[int, in
     return save(frames[0], fmt, **options)
 
 
-def corpus_icc(name: str) -> bytes:
-    """The ICC profile embedded in a corpus photo (e.g. Display P3, Adobe RGB)."""
-    with Image.open(CORPUS / name) as im:
+def photo_icc(name: str) -> bytes:
+    """The ICC profile embedded in one of the shipped photos (e.g. Display P3)."""
+    with Image.open(PHOTOS / name) as im:
         return im.info["icc_profile"]

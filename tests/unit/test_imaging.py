@@ -1,7 +1,7 @@
 """The imaging engine on real pixels: orientation, colour, alpha, animation, safety.
 
-Images are generated in code (a few dozen pixels each); two corpus photos stand in for
-the real world where only a real camera file will do.
+Images are generated in code (a few dozen pixels each); photos shipped in ``demo/photos``
+stand in for the real world where only a real camera file will do.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from pipeline.imaging import (
 )
 from tests.unit.imaging_samples import (
     BLUE,
-    CORPUS,
     GREEN,
+    PHOTOS,
     RED,
     YELLOW,
     animation,
-    corpus_icc,
     decode,
     oriented_jpeg,
     palette_with_transparency,
+    photo_icc,
     png_16bit_gray,
     png_16bit_rgb,
     png_header_only,
@@ -195,21 +195,22 @@ def test_crop_focal_point_is_in_displayed_coordinates(orientation):
 
 
 def test_real_iphone_photo_with_orientation_6_comes_out_upright_in_srgb():
-    data = (CORPUS / "02_iphone_12mp_orient6.jpg").read_bytes()
+    # The iPhone's own EXIF (orientation 6) and Display P3 profile, resized to 2688x2016.
+    data = (PHOTOS / "02_iphone_5mp_orient6_p3.jpg").read_bytes()
     profile = profile_from_dict(
         "photo", {"widths": [320], "formats": ["webp"], "max_original": 640}
     )
     rendering = render(data, profile)
 
     assert rendering.source.orientation == 6
-    assert (rendering.source.width, rendering.source.height) == (3024, 4032)
+    assert (rendering.source.width, rendering.source.height) == (2016, 2688)
     original = rendering.original
     assert (original.width, original.height) == (480, 640)  # portrait, as displayed
     out = decode(original.data)
     assert "icc_profile" not in out.info and not out.getexif()  # P3 converted, EXIF gone
 
     with Image.open(io.BytesIO(data)) as reference:
-        reference.draft("RGB", (1008, 756))
+        reference.draft("RGB", (672, 504))
         reference = ImageOps.exif_transpose(reference)
         p3 = ImageCms.ImageCmsProfile(io.BytesIO(reference.info["icc_profile"]))
         reference = ImageCms.profileToProfile(reference, p3, ImageCms.createProfile("sRGB"))
@@ -222,7 +223,7 @@ def test_real_iphone_photo_with_orientation_6_comes_out_upright_in_srgb():
 
 
 def test_icc_profile_other_than_srgb_is_converted_to_srgb():
-    p3 = corpus_icc("02_iphone_12mp_orient6.jpg")
+    p3 = photo_icc("02_iphone_5mp_orient6_p3.jpg")
     colour = (200, 100, 50)
     data = save(Image.new("RGB", (40, 30), colour), "PNG", icc_profile=p3)
 
@@ -409,7 +410,7 @@ def test_keep_metadata_keeps_copyright_and_icc_but_not_gps():
         assert 0x010F not in exif and 0x8825 not in exif
         assert b"Camera Maker" not in output.data
 
-    p3 = corpus_icc("02_iphone_12mp_orient6.jpg")
+    p3 = photo_icc("02_iphone_5mp_orient6_p3.jpg")
     data = save(Image.new("RGB", (40, 30), (200, 100, 50)), "PNG", icc_profile=p3)
     converted = render(data, small(keep_metadata=True, formats=["webp"]))
     icc = decode(converted.original.data).info["icc_profile"]
@@ -532,7 +533,7 @@ def test_probe_reads_the_header_only():
 
 
 def _photo(size: tuple[int, int]) -> Image.Image:
-    with Image.open(CORPUS / "19_cabin_640.jpg") as im:
+    with Image.open(PHOTOS / "19_cabin_640.jpg") as im:
         return im.convert("RGB").resize(size)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import re
 import unicodedata
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,8 @@ from pipeline.migration.plan import (
 from pipeline.migration.references import Match
 from pipeline.migration.sample import SampleManifest, build_sample_tree
 from pipeline.migration.scan import Kind, ScanEntry, scan
+from tests.conftest import PHOTOS
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "photos"
 SAFE_KEY = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*(/[a-z0-9]+(-[a-z0-9]+)*)*\.[a-z0-9]+")
 
 
@@ -263,7 +262,7 @@ def test_only_images_get_keys() -> None:
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleManifest:
-    return build_sample_tree(tmp_path_factory.mktemp("legacy") / "media", CORPUS, n=80, seed=3)
+    return build_sample_tree(tmp_path_factory.mktemp("legacy") / "media", PHOTOS, n=80, seed=3)
 
 
 @pytest.fixture(scope="module")

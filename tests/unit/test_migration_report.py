@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
 
 import pytest
 
@@ -11,13 +11,12 @@ from pipeline.migration.plan import plan
 from pipeline.migration.report import DanglingReference, Report
 from pipeline.migration.sample import SampleManifest, build_sample_tree
 from pipeline.migration.scan import Kind, scan
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "photos"
+from tests.conftest import PHOTOS
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleManifest:
-    return build_sample_tree(tmp_path_factory.mktemp("legacy") / "media", CORPUS)
+    return build_sample_tree(tmp_path_factory.mktemp("legacy") / "media", PHOTOS)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +36,8 @@ def report(sample: SampleManifest) -> Report:
             r.add_dangling(f"demo.Photo.image pk={i}", v.value, link.reason or "")
     r.uploaded, r.already_present = len(p.objects) - 2, 2
     r.bytes_after, r.duration = 123_456, 2.0
+    r.bytes_optimized_originals, r.bytes_processed_originals = 30_000, 40_000
+    r.bytes_variants = 60_000
     return r
 
 
@@ -93,8 +94,24 @@ def test_table_shows_every_counter_and_the_reasons(report: Report) -> None:
     lines = table.splitlines()
     row = next(line for line in lines if line.startswith("images "))
     assert row.endswith(f"{report.images:,}")
-    widths = {len(line) for line in lines[2:18]}
+    rule = lines.index("-" * len(lines[1]), 2)
+    widths = {len(line) for line in lines[1 : rule + 1]}
     assert len(widths) == 1  # one aligned column of numbers
+
+
+def test_bytes_after_is_broken_down_and_optimized_originals_compared_like_with_like(
+    report: Report,
+) -> None:
+    cells = (re.split(r"\s{3,}", line.strip()) for line in report.render_table().splitlines())
+    rows = {cell[0]: cell[1] for cell in cells if len(cell) == 2}
+    assert rows["bytes after (originals + all outputs)"] == "123.5 KB"
+    assert rows["originals, private bucket"] == "33.5 KB"  # 123,456 - 30,000 - 60,000
+    assert rows["optimized originals, public"] == "30.0 KB"
+    assert rows["variants, public"] == "60.0 KB"
+    assert rows["optimized originals vs their originals"] == "30.0 KB vs 40.0 KB (-25%)"
+    data = report.to_dict()
+    assert data["bytes_stored_originals"] == 33_456 and data["optimized_ratio"] == 0.75
+    assert Report().optimized_ratio is None and Report().to_dict()["optimized_ratio"] is None
 
 
 def test_long_lists_are_cut_in_the_table_but_not_in_json() -> None:

@@ -1,4 +1,4 @@
-"""The generated legacy tree: deterministic, light, messy in every promised way."""
+"""The generated legacy tree: deterministic, at real sizes, messy in every promised way."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from demo.models import Photo
 from pipeline.migration.references import lookup_key
 from pipeline.migration.sample import SampleManifest, build_sample_tree
 from pipeline.migration.scan import Kind
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "photos"
+from tests.conftest import PHOTOS
 
 
 def fingerprint(root: Path) -> dict[str, str]:
@@ -33,13 +33,13 @@ def fingerprint(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def fixed(tmp_path_factory: pytest.TempPathFactory) -> SampleManifest:
-    return build_sample_tree(tmp_path_factory.mktemp("fixed") / "media", CORPUS)
+    return build_sample_tree(tmp_path_factory.mktemp("fixed") / "media", PHOTOS)
 
 
 def test_same_seed_same_tree_other_seed_other_tree(tmp_path: Path) -> None:
-    one = build_sample_tree(tmp_path / "one" / "media", CORPUS, n=50, seed=7)
-    two = build_sample_tree(tmp_path / "two" / "media", CORPUS, n=50, seed=7)
-    three = build_sample_tree(tmp_path / "three" / "media", CORPUS, n=50, seed=8)
+    one = build_sample_tree(tmp_path / "one" / "media", PHOTOS, n=50, seed=7)
+    two = build_sample_tree(tmp_path / "two" / "media", PHOTOS, n=50, seed=7)
+    three = build_sample_tree(tmp_path / "three" / "media", PHOTOS, n=50, seed=8)
     assert fingerprint(one.root) == fingerprint(two.root)
     assert one.legacy_values == two.legacy_values
     assert dict(one.expected) == dict(two.expected)
@@ -79,12 +79,19 @@ def test_links_point_outside_and_round_a_loop(fixed: SampleManifest) -> None:
     assert not (root / "links/gone.jpg").exists()  # dangling link
 
 
-def test_images_are_light(fixed: SampleManifest) -> None:
+def test_images_come_at_the_photos_own_sizes(fixed: SampleManifest) -> None:
+    camera = fixed.root / "Photos/Summer 2019/IMG_0001.JPG"
+    assert camera.read_bytes() == (PHOTOS / "02_iphone_5mp_orient6_p3.jpg").read_bytes()
+    widths = {}
     for path in fixed.image_paths:
         with Image.open(fixed.root / path) as im:
-            assert max(im.size) <= 640, path
+            sideways = im.getexif().get(0x0112) in (5, 6, 7, 8)
+            widths[path] = im.height if sideways else im.width
+    # Processing them makes every variant width of the default profile, 1600 included.
+    assert max(widths.values()) >= 1600
+    assert sum(1 for w in widths.values() if w > 640) >= 5
     total = sum(f.stat().st_size for f in fixed.root.rglob("*") if f.is_file())
-    assert total < 2_000_000
+    assert total < 6_000_000  # still quick to build, scan and upload
 
 
 def test_manifest_counts_match_the_tree(fixed: SampleManifest) -> None:
@@ -112,7 +119,7 @@ def test_legacy_values_cover_every_style(fixed: SampleManifest) -> None:
 
 
 def test_bulk_mode_makes_about_n_images_with_copies_and_values(tmp_path: Path) -> None:
-    m = build_sample_tree(tmp_path / "bulk", CORPUS, n=120, seed=1)
+    m = build_sample_tree(tmp_path / "bulk", PHOTOS, n=120, seed=1)
     counts = m.counts
     assert counts[Kind.IMAGE] == 120
     assert counts["duplicates"] >= 5
@@ -123,8 +130,39 @@ def test_bulk_mode_makes_about_n_images_with_copies_and_values(tmp_path: Path) -
     assert 0.5 * len(bulk) < len(linked) < len(bulk)  # most referenced, some orphans
 
 
+def test_a_value_longer_than_the_column_is_spelled_as_its_path_or_left_out(
+    tmp_path: Path,
+) -> None:
+    unbounded = build_sample_tree(
+        tmp_path / "a" / "media", PHOTOS, n=120, seed=1, max_length=10_000
+    )
+    bounded = build_sample_tree(tmp_path / "b" / "media", PHOTOS, n=120, seed=1, max_length=60)
+    assert max(len(v.value) for v in unbounded.legacy_values) > 100  # long URLs are made
+    assert max(len(v.value) for v in bounded.legacy_values) <= 60
+    assert fingerprint(unbounded.root) == fingerprint(bounded.root)  # the same tree
+    for v in bounded.legacy_values:
+        if v.path is not None:
+            assert v.path in bounded.expected and v.target_kind == bounded.expected[v.path]
+    respelled = {v.path for v in unbounded.legacy_values if len(v.value) > 60 and v.path}
+    kept = {v.path for v in bounded.legacy_values if v.style == "relative"}
+    assert {p for p in respelled if len(p) <= 60} <= kept
+
+
+@pytest.mark.django_db
+def test_every_legacy_value_fits_the_image_column_of_the_database(tmp_path: Path) -> None:
+    """On PostgreSQL (CI) a value longer than the column fails the insert (DataError)."""
+    column = Photo._meta.get_field("image").max_length
+    m = build_sample_tree(tmp_path / "media", PHOTOS, n=300, seed=0)
+    assert max(len(v.value) for v in m.legacy_values) <= column
+    Photo.objects.bulk_create(
+        Photo(title=f"legacy {i}", image=v.value) for i, v in enumerate(m.legacy_values)
+    )
+    stored = Photo.objects.order_by("pk").values_list("image", flat=True)
+    assert list(stored) == [v.value for v in m.legacy_values]
+
+
 def test_dest_must_be_empty(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError):
-        build_sample_tree(tmp_path, CORPUS)
+        build_sample_tree(tmp_path, PHOTOS)
     assert (tmp_path / "keep.txt").read_text() == "mine"

@@ -21,13 +21,12 @@ from pipeline.errors import ImageRejected
 from pipeline.imaging import probe as real_probe
 from pipeline.migration.sample import SampleManifest, build_sample_tree
 from pipeline.migration.scan import HEAD_SIZE, Kind, ScanEntry, scan
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "photos"
+from tests.conftest import PHOTOS
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleManifest:
-    return build_sample_tree(tmp_path_factory.mktemp("legacy") / "media", CORPUS)
+    return build_sample_tree(tmp_path_factory.mktemp("legacy") / "media", PHOTOS)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pipeline.migration.plan import plan, standard_key
 from pipeline.migration.sample import build_sample_tree
 from pipeline.migration.scan import Kind, scan
 from pipeline.models import MigrationChunk, MigrationItem, MigrationLink, MigrationRun
-from tests.conftest import CORPUS
+from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def stored(run: MigrationRun) -> None:
 
 @pytest.fixture
 def sample(tmp_path: Path) -> Any:
-    return build_sample_tree(tmp_path / "media", CORPUS)
+    return build_sample_tree(tmp_path / "media", PHOTOS)
 
 
 def test_keys_copies_and_links_are_those_of_the_pure_plan(sample) -> None:
@@ -128,7 +128,7 @@ def test_keys_stay_put_and_only_newcomers_are_suffixed(sample, clean_buckets) ->
     storage.write(storage.primary(), old_key, data, content_type="image/jpeg")
     # A different picture arrives that wants the same key.
     (sample.root / "uploads/2015/03/FILE.JPEG").write_bytes(
-        (CORPUS / "21_mountain_500.jpg").read_bytes()
+        (PHOTOS / "21_mountain_500.jpg").read_bytes()
     )
     second = planned_run(sample.root, orphans="skip")
     keys = keys_by_path(second)
@@ -156,7 +156,7 @@ def test_keys_stay_put_and_only_newcomers_are_suffixed(sample, clean_buckets) ->
 def test_keys_longer_than_the_column_are_shortened(tmp_path) -> None:
     deep = tmp_path / "media" / ("Very Long Folder Name Number " * 3) / ("Sub Folder " * 6)
     deep.mkdir(parents=True)
-    photo = (CORPUS / "23_flower_300.jpg").read_bytes()
+    photo = (PHOTOS / "23_flower_300.jpg").read_bytes()
     (deep / "A Photo With An Extremely Long Descriptive Name From 2009.JPG").write_bytes(photo)
     run = planned_run(tmp_path / "media", targets=["demo.Photo.image"])
     (path, key), = keys_by_path(run).items()  # fmt: skip

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import CORPUS
+from tests.conftest import PHOTOS
 from tests.services import REPO
 
 
@@ -24,7 +24,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_renders_a_folder_and_reports_rejections(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    (src / "owl.jpg").write_bytes((CORPUS / "20_owl_600.jpg").read_bytes())
+    (src / "owl.jpg").write_bytes((PHOTOS / "20_owl_600.jpg").read_bytes())
     (src / "page.png").write_text("<!doctype html><html></html>")
     out = tmp_path / "out"
 
@@ -38,14 +38,14 @@ def test_renders_a_folder_and_reports_rejections(tmp_path):
 
 
 def test_json_output_and_unknown_profile(tmp_path):
-    result = run(str(CORPUS / "23_flower_300.jpg"), "--out", str(tmp_path), "--json")
+    result = run(str(PHOTOS / "23_flower_300.jpg"), "--out", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     [entry] = report["files"]
     assert entry["source"]["width"] == 300
     assert (
         run(
-            str(CORPUS / "23_flower_300.jpg"), "--out", str(tmp_path), "--profile", "nope"
+            str(PHOTOS / "23_flower_300.jpg"), "--out", str(tmp_path), "--profile", "nope"
         ).returncode
         != 0
     )

@@ -1,7 +1,8 @@
 """The main job on the embedded defaults: migrate a messy legacy media folder.
 
-1. Generates the sample legacy MEDIA_ROOT into ``var/legacy-media`` (once): nested
-   folders, odd names in both unicode forms, copies, litter, broken files, links.
+1. Generates the sample legacy MEDIA_ROOT into ``var/legacy-media`` (once) from the
+   photos shipped in ``demo/photos``, at their own sizes: nested folders, odd names in
+   both unicode forms, copies, litter, broken files, links.
 2. Creates the old site's ``Photo`` rows (once), holding the legacy values in every
    spelling old rows used (relative, /media/..., absolute URLs, URL-encoded, other case
    or unicode form, dangling), with ``bulk_create`` as an old import would (no signals).
@@ -22,7 +23,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from demo.models import Photo
 from pipeline.migration.sample import build_sample_tree
 
-CORPUS = Path(settings.BASE_DIR).parent / "shared" / "corpus" / "photos"
+PHOTOS = Path(__file__).resolve().parents[2] / "photos"
+"""The photos shipped with the demo (origins and licences in its README)."""
 LEGACY_TITLE = "legacy"
 
 
@@ -33,13 +35,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--photos",
             type=Path,
-            default=CORPUS if CORPUS.is_dir() else None,
-            help="photos to build the sample from (default: the shared corpus if present, "
-            "else drawn pictures)",
+            default=PHOTOS,
+            help="folder of photos to build the sample from (default: demo/photos)",
         )
         parser.add_argument("--dest", type=Path, default=Path(settings.VAR_DIR) / "legacy-media")
 
-    def handle(self, *args: Any, photos: Path | None, dest: Path, **options: Any) -> None:
+    def handle(self, *args: Any, photos: Path, dest: Path, **options: Any) -> None:
         values_file = dest.with_name(dest.name + "-values.json")
         if not dest.exists():
             manifest = build_sample_tree(dest, photos)
