@@ -21,7 +21,17 @@ from pipeline.migration import tasks as migration_tasks  # noqa: F401  (register
 logger = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, name="pipeline.tasks.process_media", max_retries=None, ignore_result=True)
+# acks_late + reject_on_worker_lost on the tasks themselves, whatever the project sets:
+# a message whose worker died is redelivered at once (the lease and the sweep would
+# recover it anyway, minutes later).
+@shared_task(
+    bind=True,
+    name="pipeline.tasks.process_media",
+    max_retries=None,
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
 def process_media(
     self: Task,
     model_label: str,
@@ -56,7 +66,14 @@ def process_media(
     retry.retry(self, error, retry_in)
 
 
-@shared_task(bind=True, name="pipeline.tasks.delete_objects", max_retries=None, ignore_result=True)
+@shared_task(
+    bind=True,
+    name="pipeline.tasks.delete_objects",
+    max_retries=None,
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
 def delete_objects(
     self: Task, keys: list[str], original: str = "", retrying_since: float | None = None
 ) -> None:

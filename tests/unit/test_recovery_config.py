@@ -91,3 +91,8 @@ def test_tasks_retried_within_a_window_have_no_retry_count(task):
     """Celery reads retry(max_retries=None) as "the task's own", 3 by default: a fourth
     retry during an outage would re-raise and strand the row. The window is the bound."""
     assert app.tasks[task].max_retries is None
+
+
+@pytest.mark.parametrize("task", ["pipeline.tasks.process_media", "pipeline.tasks.delete_objects"])
+def test_row_tasks_are_acknowledged_late_whatever_the_project_sets(task):
+    assert app.tasks[task].acks_late and app.tasks[task].reject_on_worker_lost
