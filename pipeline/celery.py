@@ -29,6 +29,8 @@ ROUTES: dict[str, dict[str, str]] = {
     "pipeline.cdn.tasks.*": {"queue": "cdn"},
     "pipeline.migration.tasks.*": {"queue": "migration"},
     "pipeline.tasks.delete_*": {"queue": "transfer"},
+    # Not behind a backlog of renders: the sweep is what recovers lost work.
+    "pipeline.tasks.sweep_*": {"queue": "transfer"},
     "pipeline.tasks.*": {"queue": "cpu"},
 }
 
@@ -71,7 +73,12 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
     return {
         # Rows whose deadline passed (lost message, dead worker, transient failure) are
         # published again; with the default LEASE and STALE_AFTER, within 5 minutes.
-        "sweep-stale-media": {"task": SWEEP_STALE_MEDIA, "schedule": 60.0},
+        # (A sweep not started within its period is dropped: the next one does its work.)
+        "sweep-stale-media": {
+            "task": SWEEP_STALE_MEDIA,
+            "schedule": 60.0,
+            "options": {"expires": 55.0},
+        },
         # Chunks of unfinished migration runs whose messages were lost are published again.
         "sweep-migration-runs": {"task": SWEEP_RUNS, "schedule": 300.0},
         "flush-invalidations": {

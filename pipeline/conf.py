@@ -40,9 +40,11 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a row may stay pending before the sweep publishes it again (its message
     # may have been lost: a broker down at commit, or emptied). Duplicates are harmless.
     "STALE_AFTER": 180,
-    # Seconds a worker holds a processing row between steps (the lease, renewed as it
-    # goes); past it the worker is taken for dead and the sweep hands the row on.
-    "LEASE": 120,
+    # Seconds a worker holds a processing row (the lease, renewed between steps); past it
+    # the worker is taken for dead and the sweep hands the row on. At least the task's
+    # soft time limit (240 s here), so no live worker is ever taken over: a task can run
+    # no longer than that.
+    "LEASE": 240,
     # Transient trouble (S3/CloudFront away, throttled, timing out) is retried with
     # exponential backoff and full jitter, capped at RETRY_BACKOFF_MAX seconds, for
     # RETRY_WINDOW seconds; a row that fails after it is tried again by the sweep after

@@ -44,7 +44,7 @@ def media_saved(*, model: type[models.Model], pk: Any, field_name: str, name: st
             dispatch.PROCESS_MEDIA, target.label, pk, field_name, change.revision
         )
     else:
-        _delete_on_commit(sorted(manifest_keys(change.orphaned)))
+        _delete_on_commit(sorted(manifest_keys(change.orphaned)), owner=target.owner(pk))
     return True
 
 
@@ -99,7 +99,8 @@ def media_attach(
         if process:
             _process_on_commit(target, state.mark_pending(target, pks))
         else:
-            state.mark_unprocessed(target, pks)
+            for pk, dropped in state.mark_unprocessed(target, pks).items():
+                _delete_on_commit(sorted(manifest_keys(dropped)), owner=target.owner(pk))
     return len(pks)
 
 
@@ -113,6 +114,15 @@ def media_sweep(*, limit: int = 1000) -> int:
     """
     swept = 0
     for target in managed_targets():
+        drifted = state.drifted(target, limit)
+        if drifted:
+            logger.warning(
+                "sweep: %d %s rows hold a file their state does not describe",
+                len(drifted),
+                target.label,
+            )
+            _process_on_commit(target, state.mark_pending(target, drifted))
+            swept += len(drifted)
         revisions = state.due_rows(target, limit)
         if revisions:
             logger.warning("sweep: %d %s rows due, published again", len(revisions), target.label)
@@ -143,7 +153,7 @@ def media_process(
     if claim.attempts > conf["MAX_ATTEMPTS"]:
         last = claim.last_error.removeprefix("retrying: ") or state.WORKER_LOST
         reason = f"gave up after {conf['MAX_ATTEMPTS']} attempts: {last}"
-        state.finish_failed(target, pk, revision, reason)
+        state.finish_failed(target, pk, revision, task_id, reason)
         logger.error("%s %s rev %s: %s", model_label, pk, revision, reason)
         return "failed"
 
@@ -154,7 +164,7 @@ def media_process(
         state.renew(target, pk, revision, task_id)
         rendering = imaging.render(data, profile)
     except PermanentError as e:
-        state.finish_failed(target, pk, revision, e.reason, duration_ms=_ms_since(started))
+        state.finish_failed(target, pk, revision, task_id, e.reason, duration_ms=_ms_since(started))
         logger.warning("%s %s rev %s: failed: %s", model_label, pk, revision, e.reason)
         return "failed"
     state.renew(target, pk, revision, task_id)
@@ -184,7 +194,7 @@ def media_process(
     if not done:
         _discard_superseded(target, pk, claim.source, new_keys)
         return "stale"
-    _delete_on_commit(sorted(old_keys - new_keys))
+    _delete_on_commit(sorted(old_keys - new_keys), owner=target.owner(pk))
     logger.info(
         "%s %s rev %s: ready in %d ms (%d outputs, %d bytes from %d)",
         model_label,
@@ -204,6 +214,7 @@ def media_attempt_failed(
     pk: Any,
     field_name: str,
     revision: int,
+    task_id: str,
     reason: str,
     transient: bool,
     retry_in: float | None,
@@ -223,6 +234,7 @@ def media_attempt_failed(
             target,
             pk,
             revision,
+            task_id,
             f"retrying: {reason}",
             due_in=retry_in + conf["STALE_AFTER"],
             counted=not transient,
@@ -232,14 +244,23 @@ def media_attempt_failed(
         )
         return
     retry_after = conf["RETRY_WINDOW"] if transient else None
-    state.finish_failed(target, pk, revision, reason, retry_after=retry_after)
+    state.finish_failed(target, pk, revision, task_id, reason, retry_after=retry_after)
     logger.error("%s %s rev %s: failed: %s", model_label, pk, revision, reason)
 
 
-def media_delete_objects(*, keys: list[str], original: str = "") -> None:
+def media_delete_objects(
+    *, keys: list[str], original: str = "", owner: list[Any] | None = None
+) -> None:
     """Delete public objects, invalidate them, and delete ``original`` from the primary
     bucket unless a row still refers to it (originals are shared by content: two rows
-    can hold the same one, and the migration shares them on purpose)."""
+    can hold the same one, and the migration shares them on purpose).
+
+    ``owner`` (model label, pk, field) is the row the objects came from, when it still
+    exists: a delete can run late (a backlog, retries), by when the row may hold the
+    same file again and a newer render may have written these very keys; those the row
+    uses now are kept."""
+    if owner:
+        keys = sorted(set(keys) - _in_use(*owner, keys=keys))
     public = storage.public()
     for key in keys:
         storage.delete(public, key)
@@ -268,6 +289,25 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
         for e in _entries(new)
         if e["key"] in before and (before[e["key"]] is None or before[e["key"]] != e.get("sha256"))
     }
+
+
+def _in_use(model_label: str, pk: Any, field_name: str, *, keys: list[str]) -> set[str]:
+    """Which of ``keys`` the row uses now: its manifest's, and any in the folder of the
+    file it holds (a render in flight writes there before its manifest lands)."""
+    target = Target.of(model_label, field_name)
+    row = target.rows(pk).values(field_name, target.col("manifest")).first()
+    if row is None:
+        return set()
+    used = manifest_keys(row[target.col("manifest")] or {})
+    if row[field_name]:
+        folder = naming.public_folder(
+            prefix=pipeline_settings()["KEY_PREFIX"],
+            model_label=target.label,
+            pk=pk,
+            source_name=row[field_name],
+        )
+        used |= {k for k in keys if k.startswith(f"{folder}/")}
+    return used & set(keys)
 
 
 def _original_in_use(name: str) -> bool:
@@ -340,9 +380,11 @@ def _process_on_commit(target: Target, revisions: dict[Any, int]) -> None:
     )
 
 
-def _delete_on_commit(keys: list[str], original: str = "") -> None:
+def _delete_on_commit(
+    keys: list[str], original: str = "", *, owner: list[Any] | None = None
+) -> None:
     if keys or original:
-        dispatch.send_on_commit(dispatch.DELETE_OBJECTS, keys, original)
+        dispatch.send_on_commit(dispatch.DELETE_OBJECTS, keys, original, owner)
 
 
 def storage_check(*, key: str) -> dict[str, object]:

@@ -1,7 +1,8 @@
 """Signal handlers: tiny, and they only hand over to services.
 
-Connected once for every model (``PipelineConfig.ready``) and filtered by the concrete
-model, so a row saved through a proxy model is handled like its concrete model's. A save
+Connected in ``PipelineConfig.ready`` to every model with a managed image and to its
+proxies, each handled as its concrete model: a row saved through a proxy is processed
+like any other. A save
 hands the file it wrote to ``media_saved``, which compares it with the state in the
 database (never with what the instance remembers); a delete reads what the row published
 under a lock before the row goes. Raw saves (fixtures) are left alone, and handlers never
@@ -13,6 +14,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from django.apps import apps
 from django.db import models
 from django.db.models.signals import post_save, pre_delete
 
@@ -21,8 +23,14 @@ from pipeline.fields import media_fields
 
 
 def connect() -> None:
-    post_save.connect(_saved, dispatch_uid="pipeline:post_save", weak=False)
-    pre_delete.connect(_deleting, dispatch_uid="pipeline:pre_delete", weak=False)
+    """Connect the handlers to every model whose rows hold a managed image, proxies
+    included. Per sender, not globally: a receiver for every model would cost Django's
+    fast delete (``Collector.can_fast_delete``) to every table in the project."""
+    for model in apps.get_models():
+        if _managed(model)[1]:
+            label = model._meta.label
+            post_save.connect(_saved, sender=model, dispatch_uid=f"pipeline:save:{label}")
+            pre_delete.connect(_deleting, sender=model, dispatch_uid=f"pipeline:delete:{label}")
 
 
 @cache

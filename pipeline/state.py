@@ -63,6 +63,10 @@ class Target:
     def col(self, what: str) -> str:
         return self.field.companion(what)
 
+    def owner(self, pk: Any) -> list[Any]:
+        """One row's identity, as a task argument (JSON)."""
+        return [self.label, pk, self.field.name]
+
     def rows(self, pk: Any = None) -> models.QuerySet:
         qs = self.model._base_manager.all()
         return qs if pk is None else qs.filter(pk=pk)
@@ -121,8 +125,10 @@ def file_saved(target: Target, pk: Any, name: str) -> Change | None:
         if row is None:
             return None
         if name:
-            revision = mark_pending(target, [pk])[pk]
-            return Change(revision=revision, orphaned={})
+            revision = mark_pending(target, [pk]).get(pk)
+            if revision is not None:
+                return Change(revision=revision, orphaned={})
+            # Cleared by another writer since our save: the row holds no file now.
         target.rows(pk).update(
             **target.values(
                 Status.EMPTY,
@@ -187,12 +193,40 @@ def mark_pending(target: Target, pks: Iterable[Any]) -> dict[Any, int]:
         return dict(rows.values_list("pk", target.col("revision")))
 
 
-def mark_unprocessed(target: Target, pks: Iterable[Any]) -> None:
+def mark_unprocessed(target: Target, pks: Iterable[Any]) -> dict[Any, dict[str, Any]]:
     """Rows linked to an original without processing it (a migration's ``--no-process``):
-    the state describes the file, as "no image rendered yet"."""
-    target.rows().filter(pk__in=list(pks)).update(
-        **target.values(Status.EMPTY, manifest={}, error="", due_at=None, claimed_by=""),
-        **{target.col("source"): F(target.field.name)},
+    the state describes the file, as "no image rendered yet", under a new revision (a
+    render of the previous file still in flight is discarded). Returns the manifests
+    dropped, whose objects are to be deleted."""
+    pks = list(pks)
+    with transaction.atomic():
+        dropped = dict(
+            target.rows()
+            .select_for_update()
+            .filter(pk__in=pks)
+            .values_list("pk", target.col("manifest"))
+        )
+        target.rows().filter(pk__in=pks).update(
+            **target.values(Status.EMPTY, manifest={}, error="", due_at=None, claimed_by=""),
+            **{
+                target.col("source"): F(target.field.name),
+                target.col("revision"): F(target.col("revision")) + 1,
+            },
+        )
+    return {pk: manifest for pk, manifest in dropped.items() if manifest}
+
+
+def drifted(target: Target, limit: int) -> list[Any]:
+    """Rows whose file is not the one their state describes, although no save said so:
+    a ``QuerySet.update()`` of the file column, or a process that died between a save's
+    commit and its signal. (A scan of the table: the sweep asks for a bounded number.)"""
+    name = target.field.name
+    return list(
+        target.rows()
+        .exclude(**{name: ""})
+        .exclude(**{f"{name}__isnull": True})
+        .exclude(**{target.col("source"): F(name)})
+        .values_list("pk", flat=True)[:limit]
     )
 
 
@@ -293,13 +327,16 @@ def finish_failed(
     target: Target,
     pk: Any,
     revision: int,
+    task_id: str,
     reason: str,
     *,
     retry_after: float | None = None,
     duration_ms: int | None = None,
 ) -> None:
-    """Record a failure with its reason. ``retry_after``: the failure was transient
-    trouble that outlasted the retry window; the sweep tries the row again then."""
+    """Record a failure with its reason, if ``task_id`` still holds the row (an attempt
+    taken over by the sweep must not fail a row another worker finished since).
+    ``retry_after``: the failure was transient trouble that outlasted the retry window;
+    the sweep tries the row again then."""
     values: dict[str, Any] = {
         "error": reason[:2000],
         "claimed_by": "",
@@ -307,13 +344,29 @@ def finish_failed(
     }
     if duration_ms is not None:
         values["duration_ms"] = duration_ms
-    target.rows(pk).filter(**{target.col("revision"): revision}).update(
-        **target.values(Status.FAILED, **values)
+    _held(target, pk, revision, task_id).update(**target.values(Status.FAILED, **values))
+
+
+def _held(target: Target, pk: Any, revision: int, task_id: str) -> models.QuerySet:
+    """The row, if ``task_id`` holds it for ``revision``."""
+    return target.rows(pk).filter(
+        **{
+            target.col("revision"): revision,
+            target.col("status"): Status.PROCESSING,
+            target.col("claimed_by"): task_id,
+        }
     )
 
 
 def back_to_pending(
-    target: Target, pk: Any, revision: int, reason: str, *, due_in: float, counted: bool
+    target: Target,
+    pk: Any,
+    revision: int,
+    task_id: str,
+    reason: str,
+    *,
+    due_in: float,
+    counted: bool,
 ) -> None:
     """An attempt ended in trouble a retry may cure: the row waits for its retry, due a
     little after the retry's countdown (so the sweep publishes no duplicate meanwhile).
@@ -322,7 +375,7 @@ def back_to_pending(
     them); transient trouble is bounded by the retry window instead, so its attempt is
     given back."""
     attempts = target.col("attempts")
-    target.rows(pk).filter(**{target.col("revision"): revision}).update(
+    _held(target, pk, revision, task_id).update(
         **target.values(Status.PENDING, error=reason[:2000], due_at=_after(due_in), claimed_by=""),
         **({} if counted else {attempts: F(attempts) - 1}),
     )

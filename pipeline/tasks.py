@@ -46,9 +46,15 @@ def process_media(
     Every exception ends here, recorded on the row: transient ones are retried within
     the window; time limits and anything unexpected are counted (``MAX_ATTEMPTS``). None
     escapes into a worker's redelivery loop, or into the caller in the embedded mode."""
-    row = {"model_label": model_label, "pk": pk, "field_name": field_name, "revision": revision}
+    row = {
+        "model_label": model_label,
+        "pk": pk,
+        "field_name": field_name,
+        "revision": revision,
+        "task_id": self.request.id or "",
+    }
     try:
-        return services.media_process(**row, task_id=self.request.id or "")
+        return services.media_process(**row)
     except TransientError as e:
         error, transient, reason = e, True, str(e)
     except SoftTimeLimitExceeded as e:  # counted: an image that is always too slow must end
@@ -75,11 +81,15 @@ def process_media(
     reject_on_worker_lost=True,
 )
 def delete_objects(
-    self: Task, keys: list[str], original: str = "", retrying_since: float | None = None
+    self: Task,
+    keys: list[str],
+    original: str = "",
+    owner: list[Any] | None = None,
+    retrying_since: float | None = None,
 ) -> None:
     """Delete public objects of a deleted row or a superseded render (transfer queue)."""
     try:
-        services.media_delete_objects(keys=keys, original=original)
+        services.media_delete_objects(keys=keys, original=original, owner=owner)
     except TransientError as e:
         if self.request.is_eager:  # in-process: leave it to `audit_media --fix`
             logger.error("could not delete %d objects (%s): %s", len(keys), original, e)

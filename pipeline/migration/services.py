@@ -60,6 +60,7 @@ from django.db.models.functions import Cast, Collate, Length, RowNumber
 from django.utils import timezone
 
 from pipeline import dispatch, storage
+from pipeline import state as row_state
 from pipeline import services as media_services
 from pipeline.conf import pipeline_settings
 from pipeline.fields import Status
@@ -1244,6 +1245,10 @@ def _import_orphans(opts: Options, orphans: list[MigrationItem], *, dry_run: boo
                 ignore_conflicts=True,
             )
         MigrationItem.objects.filter(pk__in=[i.pk for i in new]).update(imported=True)
+        if not opts.process and not dry_run:
+            # Linked, not rendered: the state describes the file (the sweep leaves it).
+            fresh = _library(source_sha256__in=[i.sha256 for i in new]).values_list("pk", flat=True)
+            row_state.mark_unprocessed(_target(f"{ASSET_LABEL}.{ASSET_FIELD}"), fresh)
         if opts.process and not dry_run:
             shas = {i.sha256 for i in orphans}
             unprocessed = dict(

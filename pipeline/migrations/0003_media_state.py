@@ -5,10 +5,12 @@ from django.db.models import F
 
 
 def describe_current_files(apps, schema_editor):
-    """Rows processed before the state knew its source describe the file they hold:
-    without this, their next save of any kind would render them again."""
+    """Rows from before the state knew its source describe the file they hold: without
+    this, their next save of any kind (or the sweep) would render them again."""
     model = apps.get_model("pipeline", "mediaasset")
-    model._base_manager.exclude(image_status="empty").update(image_source=F("image"))
+    model._base_manager.exclude(image="").exclude(image__isnull=True).update(
+        image_source=F("image")
+    )
 
 
 class Migration(migrations.Migration):

@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
 from django.template import Context, Template
 from django.test import override_settings
+from django.utils import timezone
 from PIL import Image
 
 from demo.models import FeaturedPhoto, Photo
@@ -293,7 +295,8 @@ def test_a_worker_lost_on_every_attempt_fails_the_row_after_max_attempts():
     for attempt in range(5):
         claim = state.claim(target, photo.pk, revision, f"lost-{attempt}")
         assert claim is not None and claim.attempts == attempt + 1
-        Photo.objects.filter(pk=photo.pk).update(image_due_at=None)  # its lease ran out
+        past = timezone.now() - timedelta(seconds=1)
+        Photo.objects.filter(pk=photo.pk).update(image_due_at=past)  # its lease ran out
 
     outcome = services.media_process(
         model_label="demo.Photo", pk=photo.pk, field_name="image", revision=revision, task_id="x"
@@ -363,3 +366,66 @@ def test_rows_left_in_flight_by_an_older_version_are_swept():
     assert state.due_rows(target, 100) == {photo.pk: revision}
     row = fresh(photo)
     assert row.image_status == Status.PENDING and row.image_due_at is not None
+
+
+def test_a_late_delete_keeps_what_the_row_uses_now(celery_worker, s3):
+    """A delete queued for a file the row holds again (cleared, then the same photo
+    re-uploaded) runs late: the newer render's objects, at the same keys, stay."""
+    photo = settled(new_photo("Back", SMALL.read_bytes(), "back.jpg"))
+    keys = sorted(services.manifest_keys(photo.image_manifest))
+
+    services.media_delete_objects(keys=keys, owner=["demo.Photo", photo.pk, "image"])
+
+    assert_exactly_the_manifest(s3, photo)
+
+
+def test_a_file_changed_behind_the_save_handler_is_processed_by_the_sweep(celery_worker, s3):
+    first = settled(new_photo("Drift", SMALL.read_bytes(), "drift.jpg"))
+    other = settled(new_photo("Other", MEDIUM.read_bytes(), "other.jpg"))
+    # A queryset update sends no signal (as a process dying after a save's commit).
+    Photo.objects.filter(pk=first.pk).update(image=other.image.name)
+    assert fresh(first).image_status == Status.READY  # still describing drift.jpg
+
+    assert services.media_sweep() >= 1
+    row = settled(first)
+    assert row.image_manifest["source"] == other.image.name
+    assert_exactly_the_manifest(s3, row)
+
+
+def test_an_attempt_taken_over_cannot_fail_the_row_another_worker_finished():
+    photo, revision = unpublished_pending_row("photos/taken.jpg", SMALL.read_bytes())
+    target = state.Target.of("demo.Photo", "image")
+    assert state.claim(target, photo.pk, revision, "slow") is not None
+    Photo.objects.filter(pk=photo.pk).update(image_due_at=timezone.now() - timedelta(seconds=1))
+    assert state.claim(target, photo.pk, revision, "taker") is not None
+    assert state.finish_ready(target, photo.pk, revision, manifest={"variants": []})
+
+    state.finish_failed(target, photo.pk, revision, "slow", "S3 timed out")
+    state.back_to_pending(target, photo.pk, revision, "slow", "S3", due_in=1, counted=False)
+    assert fresh(photo).image_status == Status.READY
+
+
+def test_a_file_cleared_between_a_save_and_its_handler_does_not_break_the_save():
+    photo, _ = unpublished_pending_row("photos/racy.jpg", SMALL.read_bytes())
+    target = state.Target.of("demo.Photo", "image")
+    # Our save wrote racy.jpg over old.jpg; another writer cleared the file before our
+    # handler ran.
+    Photo.objects.filter(pk=photo.pk).update(image="", image_source="photos/old.jpg")
+
+    change = state.file_saved(target, photo.pk, "photos/racy.jpg")
+    assert change is not None and change.revision is None
+    assert fresh(photo).image_status == Status.EMPTY
+
+
+def test_linking_without_processing_discards_renders_in_flight_and_old_outputs():
+    photo, revision = unpublished_pending_row("photos/linked.jpg", SMALL.read_bytes())
+    target = state.Target.of("demo.Photo", "image")
+    manifest = {"original": {"key": "media/x/demo.photo-1/a/original.jpg"}, "variants": []}
+    assert state.finish_ready(target, photo.pk, revision, manifest=manifest)
+
+    dropped = state.mark_unprocessed(target, [photo.pk])
+
+    assert dropped == {photo.pk: manifest}
+    row = fresh(photo)
+    assert row.image_revision == revision + 1 and row.image_status == Status.EMPTY
+    assert row.image_source == row.image.name
