@@ -167,6 +167,11 @@ def test_two_quick_saves_end_with_the_second_image(celery_worker, s3, clean_buck
     photo = settled(photo)
     assert photo.image_status == Status.READY
     assert photo.image.name.startswith("photos/second-")
+    # The first render ran to its end and found itself superseded.
+    wait_for(
+        lambda: f"demo.Photo {photo.pk}: superseded while processing" in celery_worker.log(),
+        what="the first render to be discarded",
+    )
     assert (photo.image_width, photo.image_height) == (970, 644)
     assert photo.image_manifest["source"] == photo.image.name
     # Whatever the first render managed to write is gone (eventually: deletes are tasks).

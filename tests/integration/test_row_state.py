@@ -176,6 +176,12 @@ def test_deleting_while_processing_removes_the_outputs_written_after_the_delete(
         pk = photo.pk
         photo.delete()
         photo.pk = pk
+    # The render in flight finished after the delete, found no row and discarded what it
+    # had written (its worker says so), and nothing of any row is left.
+    wait_for(
+        lambda: f"demo.Photo {photos[0].pk}: superseded while processing" in celery_worker.log(),
+        what="the render in flight to finish",
+    )
     for photo in photos:
         quiet_bucket(s3, photo, set())
 
