@@ -13,14 +13,17 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.db import models, transaction
+from django.utils import timezone
 
 from pipeline import dispatch, imaging, naming, state, storage
 from pipeline.cdn import request_invalidation
 from pipeline.conf import pipeline_settings
 from pipeline.errors import PermanentError
+from pipeline.models import PendingDeletion
 from pipeline.state import Target, managed_targets
 
 __all__ = ["Target", "managed_targets"]
@@ -112,7 +115,7 @@ def media_sweep(*, limit: int = 1000) -> int:
     Re-running a row is safe: keys are deterministic, and a duplicate message finds the
     row leased to the first one and does nothing.
     """
-    swept = 0
+    swept = _publish_lost_deletions(limit)
     for target in managed_targets():
         drifted = state.drifted(target, limit)
         if drifted:
@@ -129,6 +132,24 @@ def media_sweep(*, limit: int = 1000) -> int:
             _process_on_commit(target, revisions)
             swept += len(revisions)
     return swept
+
+
+def _publish_lost_deletions(limit: int) -> int:
+    """Deletions still recorded ``STALE_AFTER`` after they were last published: their
+    message was lost (a broker down at commit, or emptied). Published again."""
+    stale_after = timedelta(seconds=pipeline_settings()["STALE_AFTER"])
+    with transaction.atomic():
+        ids = list(
+            PendingDeletion.objects.select_for_update(skip_locked=True)
+            .filter(published_at__lt=timezone.now() - stale_after)
+            .order_by("published_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        PendingDeletion.objects.filter(pk__in=ids).update(published_at=timezone.now())
+        dispatch.send_many_on_commit(dispatch.DELETE_OBJECTS, [(pk,) for pk in ids])
+    if ids:
+        logger.warning("sweep: %d deletions published again", len(ids))
+    return len(ids)
 
 
 # --- Processing -----------------------------------------------------------------------
@@ -192,7 +213,7 @@ def media_process(
             # transaction). The same bytes written again are not an overwrite.
             request_invalidation(sorted(_changed_keys(claim.manifest, manifest)))
     if not done:
-        _discard_superseded(target, pk, claim.source, new_keys)
+        _discard_superseded(target, pk, new_keys)
         return "stale"
     _delete_on_commit(sorted(old_keys - new_keys), owner=target.owner(pk))
     logger.info(
@@ -246,6 +267,16 @@ def media_attempt_failed(
     retry_after = conf["RETRY_WINDOW"] if transient else None
     state.finish_failed(target, pk, revision, task_id, reason, retry_after=retry_after)
     logger.error("%s %s rev %s: failed: %s", model_label, pk, revision, reason)
+
+
+def media_run_deletion(*, deletion_id: int) -> None:
+    """Carry out a recorded deletion (the task's body); gone when done, so a redelivered
+    or re-published message finds nothing left to do."""
+    deletion = PendingDeletion.objects.filter(pk=deletion_id).first()
+    if deletion is None:
+        return
+    media_delete_objects(keys=deletion.keys, original=deletion.original, owner=deletion.owner)
+    PendingDeletion.objects.filter(pk=deletion_id).delete()
 
 
 def media_delete_objects(
@@ -361,15 +392,12 @@ def _publish(
     }
 
 
-def _discard_superseded(target: Target, pk: Any, source_name: str, keys: set[str]) -> None:
+def _discard_superseded(target: Target, pk: Any, keys: set[str]) -> None:
     """A newer revision took the row while we rendered, or the row was deleted. Our
-    outputs live in a folder unique to our source file: unless the row still holds that
-    same file (then the newer revision writes these very keys), they are orphans."""
-    current = target.rows(pk).values_list(target.field.name, flat=True).first()
-    if current != source_name and keys:
-        public = storage.public()
-        for key in sorted(keys):
-            storage.delete(public, key)
+    outputs live in a folder unique to our source file: unless the row holds that same
+    file again (then the newer revision writes these very keys, and the deletion keeps
+    them), they are orphans."""
+    _delete_on_commit(sorted(keys), owner=target.owner(pk))
     logger.info("%s %s: superseded while processing, outputs discarded", target.label, pk)
 
 
@@ -383,8 +411,10 @@ def _process_on_commit(target: Target, revisions: dict[Any, int]) -> None:
 def _delete_on_commit(
     keys: list[str], original: str = "", *, owner: list[Any] | None = None
 ) -> None:
+    """Record the deletion in the current transaction; publish it once that commits."""
     if keys or original:
-        dispatch.send_on_commit(dispatch.DELETE_OBJECTS, keys, original, owner)
+        deletion = PendingDeletion.objects.create(keys=keys, original=original, owner=owner)
+        dispatch.send_on_commit(dispatch.DELETE_OBJECTS, deletion.pk)
 
 
 def storage_check(*, key: str) -> dict[str, object]:

@@ -80,19 +80,14 @@ def process_media(
     acks_late=True,
     reject_on_worker_lost=True,
 )
-def delete_objects(
-    self: Task,
-    keys: list[str],
-    original: str = "",
-    owner: list[Any] | None = None,
-    retrying_since: float | None = None,
-) -> None:
-    """Delete public objects of a deleted row or a superseded render (transfer queue)."""
+def delete_objects(self: Task, deletion_id: int, retrying_since: float | None = None) -> None:
+    """Carry out one recorded deletion of public objects (transfer queue): a deleted or
+    cleared row's, or a superseded render's."""
     try:
-        services.media_delete_objects(keys=keys, original=original, owner=owner)
+        services.media_run_deletion(deletion_id=deletion_id)
     except TransientError as e:
-        if self.request.is_eager:  # in-process: leave it to `audit_media --fix`
-            logger.error("could not delete %d objects (%s): %s", len(keys), original, e)
+        if self.request.is_eager:  # in-process: the deletion stays recorded for the sweep
+            logger.error("deletion %s postponed: %s", deletion_id, e)
             return
         retry.retry_within_window(self, e)
 

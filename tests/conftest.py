@@ -171,6 +171,39 @@ def celery_worker(
     stop_worker(worker)
 
 
+def worker_idle(worker: Worker) -> bool:
+    """Nothing queued in the broker, nothing held by the worker (running, reserved or
+    waiting for a retry's countdown)."""
+    import redis
+
+    from pipeline.celery import QUEUES
+    from workers import app
+
+    broker = redis.Redis.from_url(os.environ["REDIS_URL"])
+    if any(broker.llen(queue) for queue in QUEUES):
+        return False
+    inspect = app.control.inspect(destination=[worker.hostname], timeout=0.5)
+    for held in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        if held is None or any(held.values()):
+            return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _no_work_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that used the worker ends when the worker is idle: a render it left in
+    flight must not write into the next test's buckets."""
+    yield
+    if "celery_worker" in request.fixturenames:
+        worker = request.getfixturevalue("celery_worker")
+        if worker.process.poll() is None:
+            wait_for(
+                lambda: worker_idle(worker) and worker_idle(worker),
+                timeout=180,
+                what="the worker to finish the test's work",
+            )
+
+
 @pytest.fixture(scope="session")
 def s3() -> Any:
     """A boto3 S3 client on the moto server (the same one Django's storages use)."""

@@ -60,8 +60,8 @@ from django.db.models.functions import Cast, Collate, Length, RowNumber
 from django.utils import timezone
 
 from pipeline import dispatch, storage
-from pipeline import state as row_state
 from pipeline import services as media_services
+from pipeline import state as row_state
 from pipeline.conf import pipeline_settings
 from pipeline.fields import Status
 from pipeline.migration import plan as rules

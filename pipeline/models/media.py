@@ -1,12 +1,14 @@
-"""The media library: images that belong to no other row (e.g. orphans of a migration)."""
+"""The media library (images that belong to no other row, e.g. orphans of a migration),
+and the durable list of public objects waiting to be deleted."""
 
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 from pipeline.fields import MediaImageField
 
-__all__ = ["MediaAsset"]
+__all__ = ["MediaAsset", "PendingDeletion"]
 
 
 class MediaAsset(models.Model):
@@ -24,3 +26,23 @@ class MediaAsset(models.Model):
 
     def __str__(self) -> str:
         return self.title or self.image.name
+
+
+class PendingDeletion(models.Model):
+    """Public objects (and maybe an original) to delete, written in the transaction that
+    made them garbage (a row deleted or cleared, a render superseded), so a delete
+    survives a broker that is down at commit: the task takes the id, the sweep publishes
+    again what is still here after ``STALE_AFTER``. Done deletions are removed."""
+
+    keys = models.JSONField(default=list)
+    original = models.TextField(blank=True, default="")
+    # The row the objects came from, when it still exists: [model label, pk, field].
+    owner = models.JSONField(null=True, blank=True)
+    # When it was last published: the sweep publishes again those older than STALE_AFTER.
+    published_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "pending deletion"
+
+    def __str__(self) -> str:
+        return f"{len(self.keys)} public object(s){' + original' if self.original else ''}"

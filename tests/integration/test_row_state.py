@@ -22,7 +22,7 @@ from PIL import Image
 from demo.models import FeaturedPhoto, Photo
 from pipeline import services, state, storage
 from pipeline.fields import Status
-from pipeline.models import CDNPendingPath
+from pipeline.models import CDNPendingPath, PendingDeletion
 from tests.conftest import database_url_for_worker, wait_for
 from tests.integration.test_pipeline import (
     LARGE,
@@ -435,3 +435,34 @@ def test_linking_without_processing_discards_renders_in_flight_and_old_outputs()
     row = fresh(photo)
     assert row.image_revision == revision + 1 and row.image_status == Status.EMPTY
     assert row.image_source == row.image.name
+
+
+def test_a_delete_while_the_broker_is_down_is_carried_out_by_the_sweep(celery_worker, s3):
+    """The deletion is recorded with the delete; its message is not needed to happen."""
+    photo = settled(new_photo("Delete offline", SMALL.read_bytes()))
+    assert public_keys_of(s3, photo)
+    script = f"from demo.models import Photo\nPhoto.objects.get(pk={photo.pk}).delete()\n"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_worker(),
+        "REDIS_URL": "redis://127.0.0.1:9/0",  # nothing listens on port 9
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "broker unavailable" in done.stderr
+    assert not Photo.objects.filter(pk=photo.pk).exists()
+    assert PendingDeletion.objects.count() == 1
+    assert public_keys_of(s3, photo)  # nothing deleted yet
+
+    time.sleep(6)  # past STALE_AFTER (5 s in the tests)
+    services.media_sweep()
+    quiet_bucket(s3, photo, set())
+    wait_for(lambda: not PendingDeletion.objects.exists(), what="the deletion to be done")
