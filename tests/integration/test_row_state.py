@@ -53,6 +53,28 @@ def unpublished_pending_row(name: str, data: bytes) -> tuple[Photo, int]:
     return photo, state.mark_pending(target, [photo.pk])[photo.pk]
 
 
+def run_without_broker(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in ``manage.py shell`` in a process whose broker is unreachable; it
+    must succeed, and say that it could not publish."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_worker(),
+        "REDIS_URL": "redis://127.0.0.1:9/0",  # nothing listens on port 9
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "broker unavailable" in done.stderr
+    return done
+
+
 def fresh(photo: Photo) -> Photo:
     return Photo.objects.get(pk=photo.pk)
 
@@ -269,22 +291,7 @@ def test_the_broker_down_at_commit_neither_fails_the_save_nor_loses_the_row(cele
         f"p.image.save('nb.jpg', ContentFile(open({str(SMALL)!r}, 'rb').read()))\n"
         "print('saved', p.pk)\n"
     )
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url_for_worker(),
-        "REDIS_URL": "redis://127.0.0.1:9/0",  # nothing listens on port 9
-    }
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "broker unavailable" in done.stderr
+    done = run_without_broker(script)
     pk = int(done.stdout.split()[-1])
     photo = Photo.objects.get(pk=pk)
     assert photo.image_status == Status.PENDING
@@ -442,22 +449,7 @@ def test_a_delete_while_the_broker_is_down_is_carried_out_by_the_sweep(celery_wo
     photo = settled(new_photo("Delete offline", SMALL.read_bytes()))
     assert public_keys_of(s3, photo)
     script = f"from demo.models import Photo\nPhoto.objects.get(pk={photo.pk}).delete()\n"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url_for_worker(),
-        "REDIS_URL": "redis://127.0.0.1:9/0",  # nothing listens on port 9
-    }
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "broker unavailable" in done.stderr
+    run_without_broker(script)
     assert not Photo.objects.filter(pk=photo.pk).exists()
     assert PendingDeletion.objects.count() == 1
     assert public_keys_of(s3, photo)  # nothing deleted yet
