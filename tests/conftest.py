@@ -175,17 +175,21 @@ def worker_idle(worker: Worker) -> bool:
     """Nothing queued in the broker, nothing held by the worker (running, reserved or
     waiting for a retry's countdown)."""
     import redis
+    from kombu.exceptions import OperationalError
 
     from pipeline.celery import QUEUES
     from workers import app
 
-    broker = redis.Redis.from_url(os.environ["REDIS_URL"])
-    if any(broker.llen(queue) for queue in QUEUES):
-        return False
-    inspect = app.control.inspect(destination=[worker.hostname], timeout=0.5)
-    for held in (inspect.active(), inspect.reserved(), inspect.scheduled()):
-        if held is None or any(held.values()):
+    try:
+        broker = redis.Redis.from_url(os.environ["REDIS_URL"])
+        if any(broker.llen(queue) for queue in QUEUES):
             return False
+        inspect = app.control.inspect(destination=[worker.hostname], timeout=0.5)
+        for held in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+            if held is None or any(held.values()):
+                return False
+    except (redis.RedisError, OperationalError, OSError):
+        return False  # connections dropped by the test (a broker "restart"): ask again
     return True
 
 
