@@ -208,6 +208,24 @@ def _no_work_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
             )
 
 
+@pytest.fixture
+def folder_buckets(settings: Any, tmp_path: Path) -> Path:
+    """Both buckets as folders, as on the embedded default (``list_objects`` walks them)."""
+
+    def folder(name: str) -> dict[str, Any]:
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / name, "allow_overwrite": True},
+        }
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "primary": folder("primary"),
+        "public": folder("public"),
+    }
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def s3() -> Any:
     """A boto3 S3 client on the moto server (the same one Django's storages use)."""

@@ -199,24 +199,6 @@ def test_the_command_turns_a_wrong_model_into_a_command_error() -> None:
 # --- the whole command on the embedded folder buckets -----------------------------------
 
 
-@pytest.fixture
-def folder_buckets(settings: Any, tmp_path: Path) -> Path:
-    """Both buckets as folders, as on the embedded default (``list_objects`` walks them)."""
-
-    def folder(name: str) -> dict[str, Any]:
-        return {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / name, "allow_overwrite": True},
-        }
-
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "primary": folder("primary"),
-        "public": folder("public"),
-    }
-    return tmp_path
-
-
 def put(bucket: Any, key: str, data: bytes = b"bytes") -> None:
     storage.write(bucket, key, data, content_type="application/octet-stream")
 

@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -32,22 +31,6 @@ def jpeg(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, (200, 120, 40)).save(path, "JPEG")
     return path
-
-
-@pytest.fixture
-def folder_buckets(settings: Any, tmp_path: Path) -> Path:
-    def folder(name: str) -> dict[str, Any]:
-        return {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / name, "allow_overwrite": True},
-        }
-
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "primary": folder("primary"),
-        "public": folder("public"),
-    }
-    return tmp_path
 
 
 # --- one --model syntax -------------------------------------------------------------------
