@@ -68,20 +68,8 @@ class MigrationRunAdmin(_ReadOnly):
         ("Progress", {"fields": ("progress_bar",)}),
         ("Report", {"fields": ("report_table",)}),
     )
-    readonly_fields = (
-        "source",
-        "state",
-        "options",
-        "created",
-        "scanned_at",
-        "planned_at",
-        "uploaded_at",
-        "finished_at",
-        "duration",
-        "error",
-        "progress_bar",
-        "report_table",
-    )
+    # The page only shows: every field of the fieldsets is read-only.
+    readonly_fields = tuple(name for _title, options in fieldsets for name in options["fields"])
 
     class Media:
         css = {"all": ("pipeline/admin/pipeline.css",)}
