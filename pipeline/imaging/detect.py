@@ -17,8 +17,16 @@ from PIL import Image, ImageFile, features
 
 from pipeline.errors import ImageRejected
 
+from .content import LOSSLESS_SOURCES
 from .profiles import Profile
 from .results import SourceInfo
+
+try:  # HEIC/HEIF (iPhone photos) when pillow-heif is installed: pip install pillow-heif
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover - the project's requirements include it
+    pass
+else:
+    register_heif_opener()
 
 #: Our format token -> (Pillow format id, name people know).
 FORMATS: dict[str, tuple[str, str]] = {
@@ -82,7 +90,9 @@ def sniff(data: bytes) -> str:
     if fmt == "heic":
         Image.init()
         if FORMATS["heic"][0] not in Image.OPEN:
-            raise ImageRejected("HEIC is not supported by the installed codecs")
+            raise ImageRejected(
+                "HEIC is not supported by the installed codecs (install pillow-heif)"
+            )
     return fmt
 
 
@@ -189,6 +199,7 @@ def open_image(data: bytes, profile: Profile) -> tuple[ImageFile.ImageFile, Sour
         frames=frames,
         orientation=orientation,
         jpeg_quality=jpeg_quality(im) if fmt in ("jpeg", "mpo") else None,
+        lossless=fmt in LOSSLESS_SOURCES or (fmt == "webp" and _lossless_webp(data)),
     )
     return im, source
 
@@ -255,6 +266,22 @@ def header_exif(im: Image.Image, fmt: str) -> Image.Exif:
         except _HEADER_ERRORS:
             return Image.Exif()
     return exif
+
+
+def _lossless_webp(data: bytes) -> bool:
+    """A WebP whose image data is VP8L (lossless), not VP8 (lossy): the first image chunk
+    after the optional VP8X header, ICC and animation chunks says which."""
+    pos = 12
+    while pos + 8 <= len(data):
+        kind = data[pos : pos + 4]
+        if kind in (b"VP8 ", b"VP8L"):
+            return kind == b"VP8L"
+        if kind == b"ANMF":  # an animation frame: its own image chunks follow its header
+            pos += 8 + 16
+            continue
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        pos += 8 + size + (size & 1)
+    return False
 
 
 def _orientation(exif: Image.Exif) -> int:

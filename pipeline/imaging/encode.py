@@ -42,9 +42,9 @@ class Metadata:
 NO_METADATA = Metadata()
 
 
-def fallback_format(*, alpha: bool, animated: bool) -> str:
-    """The format every browser shows: GIF for a kept animation, PNG for alpha, else JPEG."""
-    return "gif" if animated else "png" if alpha else "jpeg"
+def fallback_format(*, alpha: bool, graphic: bool) -> str:
+    """The format every browser shows: PNG for a graphic or transparency, else JPEG."""
+    return "png" if alpha or graphic else "jpeg"
 
 
 def encode(
@@ -56,16 +56,27 @@ def encode(
     loop: int = 0,
     metadata: Metadata = NO_METADATA,
     quality: int | None = None,
+    lossless: bool = False,
+    graphic: bool = False,
 ) -> tuple[bytes, int]:
     """Encode ``frames`` (one, or an animation) as ``fmt``; returns the bytes and frame count.
 
     Formats without animation get the first frame. ``quality`` overrides the profile's for
-    ``fmt``.
+    ``fmt``. ``lossless`` asks WebP for its lossless mode and AVIF for near-lossless
+    (quality 100, full-resolution chroma). ``graphic`` keeps AVIF's chroma at full
+    resolution: coloured edges and text bleed when it is halved.
     """
     if fmt not in ANIMATED_FORMATS:
         frames = frames[:1]
     images = [_for_format(im, fmt, profile.background) for im in frames]
     options = _options(fmt, profile, metadata)
+    if fmt == "webp" and lossless:
+        # In lossless mode ``quality`` is the compression effort (libwebp's default 75).
+        options.update(lossless=True, quality=75)
+    elif fmt == "avif" and (lossless or graphic):
+        options.update(subsampling="4:4:4")
+        if lossless:
+            options.update(quality=100)
     if quality is not None and "quality" in options:
         options["quality"] = quality
     if len(images) > 1:
@@ -94,6 +105,8 @@ def _for_format(im: Image.Image, fmt: str, background: str) -> Image.Image:
         return flatten(im, background)
     if im.mode == "L" and fmt in ("avif", "webp", "gif"):
         return im.convert("RGB")
+    if im.mode == "P" and fmt != "png":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
     return im
 
 

@@ -59,8 +59,9 @@ def crop_box(size: Size, aspect: float | None, focal: tuple[float, float]) -> Bo
 
 
 def plan(box: Box, widths: tuple[int, ...], max_original: int) -> Plan:
-    """The optimized original (long edge capped) and one variant per width no wider than the
-    cropped source; all share the box's aspect, so sorting by width orders them by area."""
+    """The optimized original (long edge capped), one variant per width no wider than the
+    cropped source, and one at the source's own width when it is narrower than a width;
+    all share the box's aspect, so sorting by width orders them by area."""
     bw, bh = round(box[2] - box[0]), round(box[3] - box[1])
     scale = min(1.0, max_original / max(bw, bh))
     sizes: dict[Size, list[str]] = {}
@@ -73,6 +74,10 @@ def plan(box: Box, widths: tuple[int, ...], max_original: int) -> Plan:
             continue
         size = (width, max(1, round(width * bh / bw)))
         sizes.setdefault(size, []).append(f"w{width}")
+    if skipped and bw not in widths:
+        # A source narrower than some widths gets one variant at its own width, so that
+        # every image has every format and a srcset that reaches its full sharpness.
+        sizes.setdefault((bw, bh), []).append(f"w{bw}")
     steps = tuple(Step(size, tuple(names)) for size, names in sorted(sizes.items(), reverse=True))
     return Plan(box=box, steps=steps, skipped=tuple(skipped))
 

@@ -23,15 +23,21 @@ from PIL import Image, ImageColor, features
 from pipeline.errors import ProfileError
 
 #: Bumped when rendering changes in a way that should invalidate existing renditions.
-ENGINE_VERSION = 1
+#: 2: graphics kept lossless, never-bigger originals, own-width variants, animated WebP.
+ENGINE_VERSION = 2
 
-#: Formats a profile may list. "fallback" is JPEG, or PNG when the image has transparency,
-#: or GIF when an animation is kept: the one format every browser can show.
+#: Formats a profile may list. "fallback" is the format every browser can show: JPEG for
+#: a photograph, PNG for a graphic or an image with transparency (for an animation, a
+#: still poster of its first frame).
 OUTPUT_FORMATS = ("avif", "webp", "jpeg", "png", "gif")
 FORMAT_TOKENS = (*OUTPUT_FORMATS, "fallback")
 
 #: WebP cannot encode a side longer than this; AVIF and JPEG share the bound in practice.
 MAX_DIMENSION = 16383
+
+#: How a profile classifies its sources (``pipeline.imaging.content``): "auto" decides per
+#: image; "photo" or "graphic" forces one class for every image of the profile.
+CONTENT_CLASSES = ("auto", "photo", "graphic")
 
 DEFAULT_QUALITY: Mapping[str, int] = MappingProxyType({"avif": 60, "webp": 80, "jpeg": 82})
 
@@ -62,7 +68,10 @@ class Profile:
     ``widths`` are variant widths in pixels (never upscaled). ``max_original`` caps the long
     edge of the optimized original. ``aspect`` (width / height, or "16:9") crops every output
     around ``focal_point`` (fractions of width and height). ``quality`` and ``effort`` are
-    per format. ``max_pixels``, ``max_bytes`` and ``max_frames`` bound the work and memory a
+    per format. ``content`` is "auto" (photograph or graphic decided per image, see
+    ``pipeline.imaging.content``), "photo" or "graphic". ``keep_animation`` renders
+    animations as animated WebP/AVIF; off, they are rendered from their first frame.
+    ``max_pixels``, ``max_bytes`` and ``max_frames`` bound the work and memory a
     single upload can cost; they are checked from the header, before any pixel is decoded.
     """
 
@@ -75,6 +84,7 @@ class Profile:
     aspect: float | None = None
     focal_point: tuple[float, float] = (0.5, 0.5)
     keep_animation: bool = True
+    content: str = "auto"
     background: str = "#ffffff"
     keep_metadata: bool = False
     max_pixels: int = 50_000_000
@@ -93,6 +103,7 @@ class Profile:
         set_(self, "aspect", _aspect(self.aspect))
         set_(self, "focal_point", _focal_point(self.focal_point))
         set_(self, "keep_animation", _bool("keep_animation", self.keep_animation))
+        set_(self, "content", _content(self.content))
         set_(self, "background", _colour(self.background))
         set_(self, "keep_metadata", _bool("keep_metadata", self.keep_metadata))
         # Our budget must be stricter than Pillow's, which only warns below twice its limit.
@@ -207,6 +218,12 @@ def _quality(fmt: str, value: object) -> None:
 def _effort(fmt: str, value: object) -> None:
     low, high = EFFORT_RANGES[fmt]
     _int(f"effort[{fmt!r}]", value, low, high)
+
+
+def _content(value: object) -> str:
+    if value not in CONTENT_CLASSES:
+        raise ProfileError(f"content must be one of {', '.join(CONTENT_CLASSES)}, got {value!r}")
+    return value  # type: ignore[return-value]
 
 
 def _aspect(value: object) -> float | None:

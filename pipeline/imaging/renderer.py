@@ -3,21 +3,43 @@
 Decoded once, at the size of the largest output; every smaller output is derived from
 the previous one, and each (size, format) is encoded once even when two names share it.
 Only the current size is kept in memory.
+
+What each output is made of follows from the content (``pipeline.imaging.content``): a
+photograph gets lossy encodings and a JPEG fallback; a graphic gets a PNG fallback
+(palette when visually lossless) and, in WebP and AVIF, whichever of the lossy and the
+lossless encoding is smaller. An animation is kept in WebP and AVIF; its fallback is a
+still poster of the first frame. The optimized original is never larger than a source
+already in a web format: when re-encoding does not win, it is the source's own encoding
+with its metadata removed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from PIL import Image
+from PIL import Image, features
 
-from .detect import header_exif, open_image
+from .content import Content, decide
+from .detect import header_exif, label, open_image
 from .encode import NO_METADATA, Metadata, encode, fallback_format
 from .geometry import crop_box, plan
+from .palette import quantize
 from .placeholder import make_placeholder
 from .profiles import Profile
 from .results import Output, Rendering, Skipped, SourceInfo
-from .transform import decode, resize
+from .strip import strip_metadata
+from .transform import Decoded, decode, resize
+
+#: Formats browsers show as they are: a source in one of them may be published as stored.
+WEB_FORMATS = frozenset({"jpeg", "png", "gif", "webp", "avif"})
+#: Formats that keep an animation in the outputs (the fallback is a still poster).
+ANIMATION_FORMATS = frozenset({"webp", "avif", "gif"})
+#: JPEG quality of a full-size transcode: the lowest that kept SSIM >= 0.97 against the
+#: iPhone HEIC of bench/everyday.py (82 gave 0.964, 86 gives 0.973 at 0.90x its bytes).
+TRANSCODE_QUALITY = 86
+#: WebP first: whether its lossless mode won for a graphic decides whether AVIF's
+#: near-lossless mode is worth trying at the same size.
+ENCODE_ORDER = ("webp", "avif", "png", "jpeg", "gif")
 
 
 def render(data: bytes, profile: Profile) -> Rendering:
@@ -37,32 +59,42 @@ def render(data: bytes, profile: Profile) -> Rendering:
     notes = _notes(im, source, profile, animate)
     images, decoded = decode(im, source, layout.box, layout.steps[0].size, animate=animate)
     im.close()
-    metadata = Metadata.of(exif, decoded.icc) if exif is not None else NO_METADATA
     source = dataclasses.replace(source, has_alpha=decoded.has_alpha)
+    content = decide(
+        profile.content,
+        lossless=source.lossless,
+        has_alpha=decoded.has_alpha,
+        traits=decoded.traits,
+    )
+    metadata = Metadata.of(exif, decoded.icc) if exif is not None else NO_METADATA
+    encoder = _Encoder(profile, source, decoded, content, metadata)
+    fallback = fallback_format(alpha=decoded.has_alpha, graphic=content == "graphic")
+    formats = _formats(profile, fallback, content)
+    animated = len(images) > 1
+    # The original keeps an animation (as WebP); otherwise it is in the fallback format.
+    original_format = "webp" if animated and features.check("webp") else fallback
 
-    fallback = fallback_format(alpha=decoded.has_alpha, animated=len(images) > 1)
-    formats = tuple(dict.fromkeys(fallback if f == "fallback" else f for f in profile.formats))
     outputs: list[Output] = []
     for step in layout.steps:
         images = [resize(i, step.size) for i in images]
-        encoded: dict[str, tuple[bytes, int]] = {}
-        for name in step.names:
-            for fmt in (fallback,) if name == "original" else formats:
-                if fmt not in encoded:
-                    encoded[fmt] = encode(
-                        images,
-                        fmt,
-                        profile,
-                        durations=decoded.durations,
-                        loop=decoded.loop,
-                        metadata=metadata,
-                        quality=_jpeg_quality(fmt, step.size, source, profile),
-                    )
-                blob, count = encoded[fmt]
-                outputs.append(Output.of(name, fmt, step.size, blob, count))
+        wanted = {(name, fmt) for name in step.names
+                  for fmt in ((original_format,) if name == "original" else formats)}  # fmt: skip
+        encoded = {
+            fmt: encoder.encode(images, fmt, step.size)
+            for fmt in sorted({fmt for _name, fmt in wanted}, key=ENCODE_ORDER.index)
+        }
+        for name, fmt in sorted(wanted):
+            blob, count = encoded[fmt]
+            outputs.append(Output.of(name, fmt, step.size, blob, count))
 
-    order = {fmt: i for i, fmt in enumerate((fallback, *formats))}
-    outputs.sort(key=lambda o: (o.name != "original", o.width, order[o.format]))
+    at = next(i for i, o in enumerate(outputs) if o.name == "original")
+    original = _never_bigger(data, source, decoded, animate, outputs[at])
+    if original is not outputs[at]:
+        outputs[at] = original
+        notes = (*notes, f"original published in its own {label(source.format)} encoding "
+                 "(re-encoding it came out larger)")  # fmt: skip
+    order = {fmt: i for i, fmt in enumerate(formats)}
+    outputs.sort(key=lambda o: (o.name != "original", o.width, order.get(o.format, -1)))
     return Rendering(
         source=source,
         outputs=tuple(outputs),
@@ -70,19 +102,110 @@ def render(data: bytes, profile: Profile) -> Rendering:
         placeholder=make_placeholder(images[0], profile.background),
         profile=profile.name,
         notes=notes,
+        content=content,
     )
+
+
+def _formats(profile: Profile, fallback: str, content: Content) -> tuple[str, ...]:
+    """The profile's formats with "fallback" resolved; a graphic never becomes JPEG."""
+    named = (fallback if f == "fallback" or (f == "jpeg" and content == "graphic") else f
+             for f in profile.formats)  # fmt: skip
+    return tuple(dict.fromkeys(named))
+
+
+class _Encoder:
+    """Encodes one rendering's outputs, choosing per content how each format is made."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        source: SourceInfo,
+        decoded: Decoded,
+        content: Content,
+        metadata: Metadata,
+    ) -> None:
+        self.profile = profile
+        self.source = source
+        self.decoded = decoded
+        self.graphic = content == "graphic"
+        self.metadata = metadata
+        self.lossless_won: set[tuple[int, int]] = set()  # sizes where lossless WebP won
+
+    def encode(
+        self, images: list[Image.Image], fmt: str, size: tuple[int, int]
+    ) -> tuple[bytes, int]:
+        frames = images if fmt in ANIMATION_FORMATS else images[:1]  # a still poster
+        if not self.graphic:
+            return self._encode(frames, fmt, quality=_jpeg_quality(fmt, size, self.source,
+                                                                  self.profile))  # fmt: skip
+        lossy = self._encode(frames, fmt)
+        if fmt == "webp":
+            lossless = self._encode(frames, fmt, lossless=True)
+            if len(lossless[0]) < len(lossy[0]):
+                self.lossless_won.add(size)
+                return lossless
+        elif fmt == "avif" and size in self.lossless_won and len(frames) == 1:
+            # Near-lossless AVIF can only win where lossless WebP did (the flattest images).
+            return min(lossy, self._encode(frames, fmt, lossless=True), key=lambda c: len(c[0]))
+        elif fmt == "png" and len(frames) == 1 and (paletted := quantize(frames[0])):
+            return min(lossy, self._encode([paletted], fmt), key=lambda c: len(c[0]))
+        return lossy
+
+    def _encode(
+        self,
+        frames: list[Image.Image],
+        fmt: str,
+        *,
+        quality: int | None = None,
+        lossless: bool = False,
+    ) -> tuple[bytes, int]:
+        return encode(
+            frames,
+            fmt,
+            self.profile,
+            durations=self.decoded.durations,
+            loop=self.decoded.loop,
+            metadata=self.metadata,
+            quality=quality,
+            lossless=lossless,
+            graphic=self.graphic,
+        )
+
+
+def _never_bigger(
+    data: bytes, source: SourceInfo, decoded: Decoded, animate: bool, original: Output
+) -> Output:
+    """The source's own encoding, metadata removed, when it is smaller than ``original``
+    and shows exactly the same image: a web format, not resized, cropped, rotated or
+    colour-converted, and with its animation when it has one."""
+    if (
+        source.format not in WEB_FORMATS
+        or original.size <= len(data) * 0.5  # re-encoding clearly won: nothing to compare
+        or (original.width, original.height) != (source.width, source.height)
+        or source.orientation != 1
+        or decoded.converted
+        or (source.animated and not animate)
+    ):
+        return original
+    stripped = strip_metadata(data, source.format)
+    if stripped is None or len(stripped) >= original.size:
+        return original
+    size = (source.width, source.height)
+    return Output.of("original", source.format, size, stripped, source.frames)
 
 
 def _jpeg_quality(
     fmt: str, size: tuple[int, int], source: SourceInfo, profile: Profile
 ) -> int | None:
-    """A JPEG at the source's own size is never saved above the source's quality: that
-    would only make it larger than the file it optimizes. Downscaled outputs keep the
-    profile's quality (downscaling averages the source's artifacts away)."""
-    if fmt != "jpeg" or source.jpeg_quality is None:
+    """A JPEG at the source's own size is never saved above a JPEG source's quality: that
+    would only make it larger than the file it optimizes. From any other source (HEIC, a
+    PNG photograph) it is a transcode people download and zoom into, kept at
+    ``TRANSCODE_QUALITY`` at least. Downscaled outputs keep the profile's quality
+    (downscaling averages the source's artifacts away)."""
+    if fmt != "jpeg" or size[0] * size[1] < source.width * source.height:
         return None
-    if size[0] * size[1] < source.width * source.height:
-        return None
+    if source.jpeg_quality is None:
+        return max(profile.quality["jpeg"], TRANSCODE_QUALITY)
     return min(profile.quality["jpeg"], source.jpeg_quality)
 
 

@@ -24,7 +24,8 @@ class SourceInfo:
     turns upright itself). ``has_alpha`` says whether the image uses transparency:
     ``render`` checks the pixels, ``probe`` can only read the header. ``jpeg_quality`` is
     the quality a JPEG source was saved at, estimated from its quantization table (None
-    for other formats): re-encoding above it only makes the file larger.
+    for other formats): re-encoding above it only makes the file larger. ``lossless``
+    says the file stores its pixels exactly, the first clue that it may be a graphic.
     """
 
     format: str
@@ -38,6 +39,7 @@ class SourceInfo:
     frames: int = 1
     orientation: int = 1
     jpeg_quality: int | None = None
+    lossless: bool = False  # stored without loss (PNG, GIF, lossless WebP, BMP, TIFF)
 
     @property
     def bytes(self) -> int:
@@ -109,6 +111,8 @@ class Rendering:
     profile: str = ""
     # What the engine dropped on purpose, one line each ("animation dropped: ...").
     notes: tuple[str, ...] = ()
+    # "photo" or "graphic" (pipeline.imaging.content): what decided the encodings.
+    content: str = "photo"
 
     @property
     def original(self) -> Output:

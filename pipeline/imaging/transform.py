@@ -22,6 +22,7 @@ from PIL import Image, ImageCms, ImageFile
 
 from pipeline.errors import ImageRejected
 
+from .content import Traits, measure
 from .detect import label
 from .geometry import TRANSPOSE, Box, Size, stored_box, stored_size
 from .results import SourceInfo
@@ -50,6 +51,8 @@ class Decoded:
     loop: int
     has_alpha: bool
     icc: bytes | None  # the ICC profile that describes the pixels now (None: assume sRGB)
+    converted: bool = False  # colours were converted (to sRGB, or from CMYK)
+    traits: Traits | None = None  # measured on lossless sources, before any resize
 
 
 def decode(
@@ -67,17 +70,22 @@ def decode(
     if count == 1:
         _draft(im, source, box, size)
     images, durations = [], []
+    traits = None
     for index in range(count):
         _load_frame(im, source, index)
+        if index == 0 and source.lossless:
+            traits = measure(im)
         images.append(_prepare(im, source, box, size, last=index == count - 1))
         # After the frame is loaded: WebP sets a frame's duration when decoding it.
         durations.append(int(im.info.get("duration", 100) or 100))
     images = _common_mode(images)
     has_alpha = images[0].mode == "RGBA"
-    images, icc = _to_srgb(images, icc)
+    mode = images[0].mode
+    images, converted_icc = _to_srgb(images, icc)
+    converted = mode == "CMYK" or (converted_icc is SRGB_ICC and icc is not SRGB_ICC)
     for image in images:
         image.info = {}  # metadata leaves only through the encoder's explicit arguments
-    return images, Decoded(tuple(durations), loop, has_alpha, icc)
+    return images, Decoded(tuple(durations), loop, has_alpha, converted_icc, converted, traits)
 
 
 def _load_frame(im: ImageFile.ImageFile, source: SourceInfo, index: int) -> None:

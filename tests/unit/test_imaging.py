@@ -80,13 +80,15 @@ def test_render_returns_frozen_results_with_source_facts_and_hashes():
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         mode="RGB",
+        lossless=True,
     )
     assert rendering.source.bytes == len(data)
+    assert rendering.content == "graphic"  # four flat colours: its fallback is PNG
     names = [(o.name, o.format) for o in rendering.outputs]
     assert names == [
-        ("original", "jpeg"),
-        ("w16", "avif"), ("w16", "webp"), ("w16", "jpeg"),
-        ("w32", "avif"), ("w32", "webp"), ("w32", "jpeg"),
+        ("original", "png"),
+        ("w16", "avif"), ("w16", "webp"), ("w16", "png"),
+        ("w32", "avif"), ("w32", "webp"), ("w32", "png"),
     ]  # fmt: skip
     original = rendering.original
     assert (original.width, original.height) == (64, 32)  # long edge capped at max_original
@@ -95,7 +97,7 @@ def test_render_returns_frozen_results_with_source_facts_and_hashes():
         assert output.size == len(output.data)
         assert decode(output.data).size == (output.width, output.height)
     assert by(rendering, "w32", "webp").content_type == "image/webp"
-    assert original.extension == "jpg" and original.content_type == "image/jpeg"
+    assert original.extension == "png" and original.content_type == "image/png"
     assert [o.width for o in rendering.variants("avif")] == [16, 32]
     with pytest.raises(AttributeError):
         rendering.outputs = ()  # type: ignore[misc]
@@ -105,7 +107,7 @@ def test_render_returns_frozen_results_with_source_facts_and_hashes():
 
 def test_same_input_and_profile_give_identical_bytes():
     data = save(transparent_logo((90, 70)), "PNG")
-    profile = small(formats=["avif", "webp", "jpeg", "fallback"])
+    profile = small(formats=["avif", "webp", "jpeg", "fallback"], content="photo")
     first, second = render(data, profile), render(data, profile)
     assert [o.sha256 for o in first.outputs] == [o.sha256 for o in second.outputs]
     assert first.placeholder == second.placeholder
@@ -117,7 +119,7 @@ def test_never_upscale_skips_wider_variants_and_records_why():
     rendering = render(data, Profile())
 
     assert rendering.original.width == 500  # not enlarged to 2560
-    assert {o.name for o in rendering.outputs} == {"original", "w320"}
+    assert {o.name for o in rendering.outputs} == {"original", "w320", "w500"}  # w500: its own
     assert max(o.width for o in rendering.outputs) == 500
     assert [(s.name, s.width) for s in rendering.skipped] == [
         ("w640", 640), ("w1024", 1024), ("w1600", 1600),
@@ -126,10 +128,10 @@ def test_never_upscale_skips_wider_variants_and_records_why():
 
 
 def test_variant_equal_to_source_width_is_rendered_and_shares_the_encode():
-    data = save(quadrants((32, 20)), "PNG")
+    data = save(quadrants((32, 20)), "BMP")  # not a web format: the original is re-encoded
     rendering = render(data, small())
     assert not rendering.skipped
-    assert by(rendering, "w32", "jpeg").data == rendering.original.data  # encoded once
+    assert by(rendering, "w32", "png").data == rendering.original.data  # encoded once
 
 
 def test_placeholder_is_the_dominant_colour_and_a_tiny_webp():
@@ -306,8 +308,9 @@ def test_alpha_is_kept_in_formats_that_have_it_and_fallback_is_png():
 
 def test_transparent_png_is_flattened_onto_the_background_only_for_jpeg():
     data = save(transparent_logo(), "PNG")
-    white = render(data, small(formats=["jpeg", "webp"]))
-    navy = render(data, small(formats=["jpeg"], background="navy"))
+    # A profile that forces photographs: JPEG is never made of a graphic.
+    white = render(data, small(formats=["jpeg", "webp"], content="photo"))
+    navy = render(data, small(formats=["jpeg"], background="navy", content="photo"))
 
     corner = pixel(by(white, "w32", "jpeg"), (0.02, 0.02))
     assert close_to(corner, (255, 255, 255, 255), 8)  # white, never black
@@ -332,9 +335,9 @@ def test_palette_with_transparency_keeps_it():
 
 def test_unused_alpha_channel_is_dropped_and_fallback_is_jpeg():
     data = save(quadrants().convert("RGBA"), "PNG")
-    rendering = render(data, small())
+    rendering = render(data, small(content="photo"))  # a graphic's fallback is PNG anyway
     assert not rendering.source.has_alpha
-    assert rendering.original.format == "jpeg"
+    assert by(rendering, "w32", "jpeg").frames == 1
 
 
 # -- animation -------------------------------------------------------------------------
@@ -346,10 +349,13 @@ def test_animation_is_kept_where_the_format_allows(fmt):
     rendering = render(data, small(formats=["webp", "avif", "jpeg", "fallback"]))
 
     assert rendering.source.animated and rendering.source.frames == 3
-    assert rendering.original.format == "gif"
+    # The original keeps the animation: animated WebP, or the source's own file if smaller.
+    assert rendering.original.format in ("webp", fmt.lower())
+    assert rendering.original.frames == 3
+    assert {o.format for o in rendering.variants("png")} == {"png"}  # the still poster
     for output in rendering.outputs:
         im = Image.open(io.BytesIO(output.data))
-        expected = 1 if output.format == "jpeg" else 3
+        expected = 1 if output.format in ("jpeg", "png") else 3
         assert output.frames == expected
         assert getattr(im, "n_frames", 1) == expected
         colours = []
@@ -366,7 +372,7 @@ def test_animation_is_kept_where_the_format_allows(fmt):
 def test_animation_is_flattened_to_its_first_frame_when_the_profile_says_so():
     data = animation("GIF", [RED, GREEN, BLUE])
     rendering = render(data, small(keep_animation=False, formats=["webp"]))
-    assert rendering.original.format == "jpeg"
+    assert rendering.original.format == "png"  # a flat-coloured graphic
     for output in rendering.outputs:
         assert output.frames == 1
         assert getattr(Image.open(io.BytesIO(output.data)), "n_frames", 1) == 1

@@ -1,0 +1,194 @@
+"""Remove metadata from an encoded file without touching its pixels.
+
+When re-encoding would not make a web image smaller, the engine publishes the source's
+own encoding instead (``renderer``); it must still not carry GPS, serial numbers or
+owners' names to the public bucket. Each function walks its container and copies what
+draws the image (and the ICC profile) byte for byte, dropping EXIF, XMP, IPTC, comments,
+text chunks, thumbnails and anything it does not know. ``None`` means the file cannot be
+rewritten safely (an unexpected structure): the caller then re-encodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+_SOI, _EOI, _SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG chunks that draw the image or describe its colours or animation. Everything else
+#: is text, time, EXIF or private data.
+_PNG_KEEP = frozenset(
+    b"IHDR PLTE IDAT IEND tRNS cHRM gAMA iCCP sBIT sRGB cICP mDCV cLLI bKGD pHYs acTL fcTL "
+    b"fdAT".split()
+)
+#: GIF application extensions that drive animation (loop count); others are XMP or private.
+_GIF_APPS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
+_WEBP_KEEP = frozenset({b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP"})
+_WEBP_EXIF_XMP_FLAGS = 0x08 | 0x04
+
+
+def strip_metadata(data: bytes, fmt: str) -> bytes | None:
+    """``data`` without metadata (ICC profile kept), or None when that cannot be done safely."""
+    strip: Callable[[bytes], bytes | None] | None = _STRIPPERS.get(fmt)
+    if strip is None:
+        return None
+    try:
+        return strip(data)
+    except IndexError:  # a length field pointing past the end: not a file to copy from
+        return None
+
+
+def _jpeg(data: bytes) -> bytes | None:
+    if not data.startswith(_SOI):
+        return None
+    out, pos, end = [_SOI], 2, len(data)
+    while pos + 1 < end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of the image: drop what trails it (MPO frames, gain maps)
+            out.append(_EOI)
+            return b"".join(out)
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            out.append(data[pos : pos + 2])
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        stop = pos + 2 + length
+        if length < 2 or stop > end:
+            return None
+        if _keep_jpeg_segment(marker, data[pos + 4 : pos + 4 + 14]):
+            out.append(data[pos:stop])
+        pos = stop
+        if marker == _SOS:  # entropy-coded data runs to the next real marker
+            scan_end = _entropy_end(data, pos)
+            out.append(data[pos:scan_end])
+            pos = scan_end
+    return None  # no end-of-image marker: truncated
+
+
+def _keep_jpeg_segment(marker: int, head: bytes) -> bool:
+    if marker == 0xFE:  # comment
+        return False
+    if not 0xE0 <= marker <= 0xEF:  # not an APPn: tables, frame, scan headers
+        return True
+    return (
+        (marker == 0xE0 and head.startswith(b"JFIF\x00"))
+        or (marker == 0xE2 and head.startswith(b"ICC_PROFILE\x00"))
+        # Adobe's segment says how to read the colour channels (CMYK, YCCK)
+        or (marker == 0xEE and head.startswith(b"Adobe"))
+    )
+
+
+def _entropy_end(data: bytes, pos: int) -> int:
+    """Where the entropy-coded data starting at ``pos`` ends: the next marker that is not
+    a stuffed byte (FF 00) or a restart marker (FF D0-D7)."""
+    while True:
+        i = data.find(b"\xff", pos)
+        if i < 0 or i + 1 >= len(data):
+            return len(data)
+        following = data[i + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:
+            pos = i + 2
+            continue
+        return i
+
+
+def _png(data: bytes) -> bytes | None:
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    out, pos = [_PNG_SIGNATURE], len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        stop = pos + 12 + length
+        if stop > len(data):
+            return None
+        if kind in _PNG_KEEP:
+            out.append(data[pos:stop])
+        elif kind[0:1].isupper():  # an unknown critical chunk: the image may need it
+            return None
+        pos = stop
+        if kind == b"IEND":
+            return b"".join(out)
+    return None
+
+
+def _gif(data: bytes) -> bytes | None:
+    if data[:6] not in (b"GIF87a", b"GIF89a"):
+        return None
+    packed = data[10]
+    pos = 13 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0)
+    out = [data[:pos]]
+    while pos < len(data):
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            out.append(b";")
+            return b"".join(out)
+        if block == 0x21:
+            label = data[pos + 1]
+            stop = _after_sub_blocks(data, pos + 2)
+            app = data[pos + 3 : pos + 14] if label == 0xFF else b""
+            # Graphic control (timing, transparency), plain text, and the loop count.
+            if label in (0xF9, 0x01) or app in _GIF_APPS:
+                out.append(data[pos:stop])
+        elif block == 0x2C:
+            packed = data[pos + 9]
+            table = 3 << ((packed & 7) + 1) if packed & 0x80 else 0
+            stop = _after_sub_blocks(data, pos + 10 + table + 1)
+            out.append(data[pos:stop])
+        else:
+            return None
+        pos = stop
+    return None
+
+
+def _after_sub_blocks(data: bytes, pos: int) -> int:
+    while True:
+        size = data[pos]
+        pos += 1 + size
+        if size == 0:
+            return pos
+
+
+def _webp(data: bytes) -> bytes | None:
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunks, pos = [], 12
+    while pos + 8 <= len(data):
+        kind = data[pos : pos + 4]
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        stop = pos + 8 + size + (size & 1)
+        if pos + 8 + size > len(data):
+            return None
+        if kind == b"VP8X":
+            flags = data[pos + 8] & ~_WEBP_EXIF_XMP_FLAGS
+            chunks.append(data[pos : pos + 8] + bytes([flags]) + data[pos + 9 : stop])
+        elif kind in _WEBP_KEEP:
+            chunks.append(data[pos:stop])
+        pos = stop
+    body = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def _avif(data: bytes) -> bytes | None:
+    """AVIF keeps EXIF and XMP as items listed in its ``meta`` box; rewriting the item
+    tables is not worth it for a rare source, so a file that has either is refused and
+    one that has neither is returned as it is."""
+    meta = data.find(b"meta", 0, 4096)
+    if meta < 4:
+        return None
+    size = int.from_bytes(data[meta - 4 : meta], "big")
+    box = data[meta - 4 : meta - 4 + size] if size >= 8 else data
+    return None if b"Exif" in box or b"application/rdf+xml" in box else data
+
+
+_STRIPPERS: dict[str, Callable[[bytes], bytes | None]] = {
+    "jpeg": _jpeg,
+    "png": _png,
+    "gif": _gif,
+    "webp": _webp,
+    "avif": _avif,
+}
