@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-imaging bench-migration clean
+.PHONY: demo test lint bench-imaging bench-everyday bench-migration clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: $(VENV)/.installed
 
 bench-imaging: $(VENV)/.installed-bench
 	$(BIN)/python bench/imaging.py
+
+bench-everyday: $(VENV)/.installed-bench
+	$(BIN)/python bench/everyday.py
 
 bench-migration: $(VENV)/.installed-bench
 	$(BIN)/python bench/migration.py

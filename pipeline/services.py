@@ -383,6 +383,7 @@ def _publish(
     return {
         "profile": rendering.profile,
         "source": source_name,
+        "content": rendering.content,
         "original": original,
         "variants": [e for e in entries if e["name"] != "original"],
         "skipped": [

@@ -32,7 +32,7 @@ def picture(
     css_class = attrs.get("class", "")
     if not file or not file.is_ready or not (file.variants or file.optimized):
         return _placeholder(file, alt, css_class)
-    if not file.variants:  # narrower than every width: the optimized original alone
+    if not file.variants:  # a manifest from before own-width variants: the original alone
         return _original_only(file, sizes, alt, css_class)
     formats = file.formats()
     fallback_fmt = next((f for f in FALLBACKS if f in formats), formats[-1])
