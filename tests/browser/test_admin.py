@@ -25,9 +25,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from demo.models import Photo
+from pipeline.bulk import services as migration
+from pipeline.bulk.sample import build_sample_tree
 from pipeline.fields import Status
-from pipeline.migration import services as migration
-from pipeline.migration.sample import build_sample_tree
 from pipeline.models import CDNInvalidation, CDNPendingPath, MigrationRun
 from tests.browser.conftest import (
     click_and_wait,

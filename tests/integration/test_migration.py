@@ -24,11 +24,11 @@ from celery.signals import before_task_publish
 from django.core.management import call_command
 
 from demo.models import Photo
+from pipeline.bulk.plan import Plan, plan
+from pipeline.bulk.report import Report
+from pipeline.bulk.sample import SampleManifest, build_sample_tree
+from pipeline.bulk.scan import Kind, scan
 from pipeline.fields import Status
-from pipeline.migration.plan import Plan, plan
-from pipeline.migration.report import Report
-from pipeline.migration.sample import SampleManifest, build_sample_tree
-from pipeline.migration.scan import Kind, scan
 from pipeline.models import MediaAsset, MigrationChunk, MigrationRun
 from tests.conftest import PHOTOS, database_url_for_worker, wait_for
 from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO
@@ -341,7 +341,7 @@ def test_detached_run_finishes_in_the_workers_and_stores_its_report(
 
 
 def test_a_row_edited_during_the_migration_is_left_as_it_is(s3, clean_buckets, legacy):
-    from pipeline.migration import services
+    from pipeline.bulk import services
 
     opts = services.Options.build(targets=[MODEL], process=False)
     run = services.migration_create(source=str(legacy.root), options=opts)
@@ -369,7 +369,7 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
 ):
     from PIL import Image
 
-    from pipeline.migration import services
+    from pipeline.bulk import services
     from pipeline.models import MigrationItem, MigrationLink
 
     opts = services.Options.build(targets=[MODEL], process=False)
@@ -468,8 +468,8 @@ def test_a_run_whose_chunk_messages_were_lost_is_finished_by_the_sweep(
 
     from django.utils import timezone
 
-    from pipeline.migration import services
-    from pipeline.migration import tasks as migration_tasks
+    from pipeline.bulk import services
+    from pipeline.bulk import tasks as migration_tasks
 
     opts = services.Options.build(targets=(MODEL,), chunk_size=5)
     run = services.migration_create(source=str(legacy.root), options=opts)

@@ -16,10 +16,10 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from demo.models import Photo
-from pipeline.migration import services
-from pipeline.migration.plan import plan, standard_key
-from pipeline.migration.sample import build_sample_tree
-from pipeline.migration.scan import Kind, scan
+from pipeline.bulk import services
+from pipeline.bulk.plan import plan, standard_key
+from pipeline.bulk.sample import build_sample_tree
+from pipeline.bulk.scan import Kind, scan
 from pipeline.models import MigrationChunk, MigrationItem, MigrationLink, MigrationRun
 from tests.conftest import PHOTOS
 

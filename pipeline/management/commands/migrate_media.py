@@ -22,9 +22,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from pipeline.bulk import services
+from pipeline.bulk.report import Report
 from pipeline.management.cli import add_model_argument, progress_bar, select_targets, target_label
-from pipeline.migration import services
-from pipeline.migration.report import Report
 from pipeline.models import MigrationRun
 
 POLL_MIN, POLL_MAX = 0.05, 0.5  # seconds between two looks at a run's progress

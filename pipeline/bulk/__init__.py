@@ -16,6 +16,6 @@ Phase 2 runs them against the database, the buckets and the workers:
   ``transfer``: uploads of a chunk's originals, skipping what the bucket already holds;
   ``admin``: the runs' admin pages. The command is ``manage.py migrate_media``.
 
-Import from the submodules (``from pipeline.migration.scan import scan``); this package
+Import from the submodules (``from pipeline.bulk.scan import scan``); this package
 ``__init__`` stays empty so that importing one part never drags in the others.
 """

@@ -21,8 +21,8 @@ from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 
-from pipeline.migration import services
-from pipeline.migration.report import Report, _bytes
+from pipeline.bulk import services
+from pipeline.bulk.report import Report, _bytes
 from pipeline.models import MigrationChunk, MigrationItem, MigrationRun
 
 # How many paths (per reason) and dangling references the report table lists; the full

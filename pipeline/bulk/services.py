@@ -62,13 +62,13 @@ from django.utils import timezone
 from pipeline import dispatch, storage
 from pipeline import services as media_services
 from pipeline import state as row_state
+from pipeline.bulk import plan as rules
+from pipeline.bulk import transfer
+from pipeline.bulk.references import Match, lookup_key, normalize_reference, resolve_reference
+from pipeline.bulk.report import Report
+from pipeline.bulk.scan import Kind, ScanEntry, scan
 from pipeline.conf import pipeline_settings
 from pipeline.fields import Status
-from pipeline.migration import plan as rules
-from pipeline.migration import transfer
-from pipeline.migration.references import Match, lookup_key, normalize_reference, resolve_reference
-from pipeline.migration.report import Report
-from pipeline.migration.scan import Kind, ScanEntry, scan
 from pipeline.models import MediaAsset, MigrationChunk, MigrationItem, MigrationLink, MigrationRun
 
 logger = logging.getLogger(__name__)

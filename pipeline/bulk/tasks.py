@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
+from pipeline.bulk import services
 from pipeline.errors import TransientError
-from pipeline.migration import services
 from pipeline.retry import retry_within_window
+
+# Wire names keep the package's old name: messages queued before an upgrade carry them.
 
 
 @shared_task(

@@ -36,8 +36,8 @@ from urllib.parse import quote
 
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from pipeline.migration.references import lookup_key
-from pipeline.migration.scan import Kind
+from pipeline.bulk.references import lookup_key
+from pipeline.bulk.scan import Kind
 
 __all__ = ["OLD_SITE", "LegacyValue", "SampleManifest", "build_sample_tree"]
 
