@@ -8,7 +8,7 @@ path the original is uploaded from. :class:`MigrationLink` rows are the referenc
 the model rows being migrated, each resolved to a key or reported. :class:`MigrationChunk`
 rows are the units of work the coordinator fans out, a bounded number at a time.
 
-Rows here are written only by ``pipeline.bulk.services``; every state change is a
+Rows here are written only by the services of ``pipeline.bulk``; every state change is a
 conditional ``UPDATE`` so that a chunk task run twice (redelivered after a crash) changes
 nothing the second time.
 """
