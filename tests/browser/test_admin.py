@@ -25,13 +25,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from demo.models import Photo
+from demo.sample_tree import build_sample_tree
 from pipeline.bulk.chunks import migration_run_chunk
 from pipeline.bulk.coordinator import migration_advance, migration_claim_chunk
 from pipeline.bulk.options import Options
 from pipeline.bulk.planning import migration_plan
 from pipeline.bulk.reporting import migration_progress
 from pipeline.bulk.runs import migration_create
-from pipeline.bulk.sample import build_sample_tree
 from pipeline.bulk.scanning import migration_scan
 from pipeline.fields import Status
 from pipeline.models import CDNInvalidation, CDNPendingPath, MigrationRun

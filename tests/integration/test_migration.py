@@ -24,9 +24,9 @@ from celery.signals import before_task_publish
 from django.core.management import call_command
 
 from demo.models import Photo
+from demo.sample_tree import SampleManifest, build_sample_tree
 from pipeline.bulk.plan import Plan, plan
 from pipeline.bulk.report import Report
-from pipeline.bulk.sample import SampleManifest, build_sample_tree
 from pipeline.bulk.scan import Kind, scan
 from pipeline.fields import Status
 from pipeline.models import MediaAsset, MigrationChunk, MigrationRun

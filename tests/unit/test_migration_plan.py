@@ -9,6 +9,7 @@ import unicodedata
 
 import pytest
 
+from demo.sample_tree import SampleManifest, build_sample_tree
 from pipeline.bulk.plan import (
     MAX_FOLDERS,
     MAX_SEGMENT,
@@ -21,7 +22,6 @@ from pipeline.bulk.plan import (
     suffixed_key,
 )
 from pipeline.bulk.references import Match
-from pipeline.bulk.sample import SampleManifest, build_sample_tree
 from pipeline.bulk.scan import Kind, ScanEntry, scan
 from pipeline.errors import UnsafePath
 from tests.conftest import PHOTOS

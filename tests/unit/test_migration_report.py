@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from demo.sample_tree import SampleManifest, build_sample_tree
 from pipeline.bulk.plan import plan
 from pipeline.bulk.report import DanglingReference, Report
-from pipeline.bulk.sample import SampleManifest, build_sample_tree
 from pipeline.bulk.scan import Kind, scan
 from tests.conftest import PHOTOS
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from demo.models import Photo
+from demo.sample_tree import SampleManifest, build_sample_tree
 from pipeline.bulk.references import lookup_key
-from pipeline.bulk.sample import SampleManifest, build_sample_tree
 from pipeline.bulk.scan import Kind
 from tests.conftest import PHOTOS
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.bulk.sample import SampleManifest, build_sample_tree
+from demo.sample_tree import SampleManifest, build_sample_tree
 from pipeline.bulk.scan import HEAD_SIZE, Kind, ScanEntry, scan
 from pipeline.errors import ImageRejected
 from pipeline.imaging import probe as real_probe

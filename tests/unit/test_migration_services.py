@@ -16,6 +16,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from demo.models import Photo
+from demo.sample_tree import build_sample_tree
 from pipeline.bulk import scanning
 from pipeline.bulk.coordinator import MAX_CHUNK_ATTEMPTS, migration_top_up
 from pipeline.bulk.options import Options
@@ -23,7 +24,6 @@ from pipeline.bulk.plan import plan, standard_key
 from pipeline.bulk.planning import migration_plan
 from pipeline.bulk.reporting import migration_report
 from pipeline.bulk.runs import migration_create
-from pipeline.bulk.sample import build_sample_tree
 from pipeline.bulk.scan import Kind, scan
 from pipeline.bulk.scanning import migration_scan
 from pipeline.models import MigrationChunk, MigrationItem, MigrationLink, MigrationRun
