@@ -9,7 +9,7 @@ private ``redis-server`` and ``moto_server`` (S3 + CloudFront, via ``tests.servi
 fresh database per measured migration (SQLite, or a new PostgreSQL database on the server
 of ``DATABASE_URL`` when it is set), and one ``celery -A workers worker -Q
 cpu,transfer,cdn,migration -c 2 -P prefork`` (two worker processes) per database. The
-legacy tree is ``pipeline.migration.sample.build_sample_tree`` with about ``--files``
+legacy tree is ``demo.sample_tree.build_sample_tree`` with about ``--files``
 images (real photos at 96-640 px, camera/CMS names, ~8% byte-identical copies, and its
 fixed cases at the photos' own sizes) plus the litter of an old MEDIA_ROOT (OS junk,
 text, a truncated JPEG, symbolic links). The photos are ``--photos``, else the team's
@@ -75,9 +75,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import photos as photo_sets  # noqa: E402
+from demo.sample_tree import SampleManifest, build_sample_tree  # noqa: E402
 from pipeline.errors import PermanentError  # noqa: E402
 from pipeline.imaging import Profile, profile_from_dict, render  # noqa: E402
-from pipeline.migration.sample import SampleManifest, build_sample_tree  # noqa: E402
 from tests.services import AWS_REGION, Services, wait_until, worker_command  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -27,8 +27,8 @@ from django.utils.html import format_html, format_html_join
 
 import pipeline.cdn.admin  # noqa: F401  (registers the CDN admin pages)
 from pipeline import services
+from pipeline.bulk import admin as migration_admin  # noqa: F401  (registers its pages)
 from pipeline.fields import MediaImageField, Status, media_fields
-from pipeline.migration import admin as migration_admin  # noqa: F401  (registers its pages)
 from pipeline.models import MediaAsset
 
 # Work already on its way for the file the row holds: a task queued or running, or a retry

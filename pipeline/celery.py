@@ -27,6 +27,7 @@ QUEUES = ("cpu", "transfer", "cdn", "migration")
 # Routes by task name, first match wins.
 ROUTES: dict[str, dict[str, str]] = {
     "pipeline.cdn.tasks.*": {"queue": "cdn"},
+    # pipeline.bulk's tasks, by the wire names they kept (queued messages carry them).
     "pipeline.migration.tasks.*": {"queue": "migration"},
     "pipeline.tasks.delete_*": {"queue": "transfer"},
     # Not behind a backlog of renders: the sweep is what recovers lost work.

@@ -12,7 +12,7 @@ commit.)
 Publishing after commit is at-most-once: a broker that is down when a save commits must
 not turn a save that happened into an error page. The failure is logged and the work is
 left to the sweeps, which find the rows due and publish them again once the broker is
-back (``pipeline.state``, ``pipeline.migration``).
+back (``pipeline.state``, ``pipeline.bulk``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 PROCESS_MEDIA = "pipeline.tasks.process_media"
 DELETE_OBJECTS = "pipeline.tasks.delete_objects"
 FLUSH_INVALIDATIONS = "pipeline.cdn.tasks.flush_invalidations"
+# The old package name, kept on the wire: messages queued before an upgrade carry it.
 RUN_CHUNK = "pipeline.migration.tasks.run_chunk"
 COORDINATE = "pipeline.migration.tasks.coordinate"
 START_RUN = "pipeline.migration.tasks.start_run"

@@ -14,9 +14,9 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from pipeline import retry, services
+from pipeline.bulk import tasks as migration_tasks  # noqa: F401  (registers them)
 from pipeline.cdn import tasks as cdn_tasks  # noqa: F401  (registers the CDN tasks)
 from pipeline.errors import TransientError
-from pipeline.migration import tasks as migration_tasks  # noqa: F401  (registers them)
 
 logger = logging.getLogger(__name__)
 

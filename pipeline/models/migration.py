@@ -8,7 +8,7 @@ path the original is uploaded from. :class:`MigrationLink` rows are the referenc
 the model rows being migrated, each resolved to a key or reported. :class:`MigrationChunk`
 rows are the units of work the coordinator fans out, a bounded number at a time.
 
-Rows here are written only by ``pipeline.migration.services``; every state change is a
+Rows here are written only by the services of ``pipeline.bulk``; every state change is a
 conditional ``UPDATE`` so that a chunk task run twice (redelivered after a crash) changes
 nothing the second time.
 """
@@ -99,7 +99,7 @@ class MigrationItem(models.Model):
         SKIPPED = "skipped", "skipped"  # not an image, or a copy of another path's content
 
     run = models.ForeignKey(MigrationRun, on_delete=models.CASCADE, related_name="items")
-    # The scan (pipeline.migration.scan.ScanEntry), path exactly as on disk.
+    # The scan (pipeline.bulk.scan.ScanEntry), path exactly as on disk.
     path = models.CharField(max_length=1024)
     lookup_key = models.CharField(max_length=1024, help_text="NFC + casefold of the path.")
     size = models.BigIntegerField(default=0)

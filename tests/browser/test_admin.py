@@ -25,9 +25,15 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from demo.models import Photo
+from demo.sample_tree import build_sample_tree
+from pipeline.bulk.chunks import migration_run_chunk
+from pipeline.bulk.coordinator import migration_advance, migration_claim_chunk
+from pipeline.bulk.options import Options
+from pipeline.bulk.planning import migration_plan
+from pipeline.bulk.reporting import migration_progress
+from pipeline.bulk.runs import migration_create
+from pipeline.bulk.scanning import migration_scan
 from pipeline.fields import Status
-from pipeline.migration import services as migration
-from pipeline.migration.sample import build_sample_tree
 from pipeline.models import CDNInvalidation, CDNPendingPath, MigrationRun
 from tests.browser.conftest import (
     click_and_wait,
@@ -240,10 +246,10 @@ def test_migration_run_page_shows_live_progress_then_the_report_table(
     Photo.objects.bulk_create(
         Photo(title=f"legacy {i}", image=v.value) for i, v in enumerate(sample.legacy_values)
     )
-    options = migration.Options.build(targets=["demo.Photo.image"], chunk_size=4, orphans="skip")
-    run = migration.migration_create(source=str(sample.root), options=options)
-    migration.migration_scan(run_id=run.pk)
-    migration.migration_plan(run_id=run.pk)
+    options = Options.build(targets=["demo.Photo.image"], chunk_size=4, orphans="skip")
+    run = migration_create(source=str(sample.root), options=options)
+    migration_scan(run_id=run.pk)
+    migration_plan(run_id=run.pk)
     run.refresh_from_db()
     assert run.state == MigrationRun.State.RUNNING and run.chunks.count() > 2
     superuser(browser, live_server)
@@ -270,19 +276,19 @@ def test_migration_run_page_shows_live_progress_then_the_report_table(
     screenshot(browser, "migration-run-started")
 
     # A worker finishes one chunk: the bar moves without a reload.
-    chunk_id = migration.migration_claim_chunk(run_id=run.pk)
-    migration.migration_run_chunk(chunk_id=chunk_id)
+    chunk_id = migration_claim_chunk(run_id=run.pk)
+    migration_run_chunk(chunk_id=chunk_id)
     wait(browser).until(lambda b: float(bar.get_attribute("value") or 0) > 0)
-    done = migration.migration_progress(run_id=run.pk).objects_done
+    done = migration_progress(run_id=run.pk).objects_done
     assert 0 < done < total and text.text == f"{done} / {total}"
     assert float(bar.get_attribute("value")) == pytest.approx(done / total)
     assert browser.execute_script("return window.samePage") is True
     screenshot(browser, "migration-run-progress")
 
     # The rest of the chunks, then the run ends: the page reloads itself once, final.
-    while (chunk_id := migration.migration_claim_chunk(run_id=run.pk)) is not None:
-        migration.migration_run_chunk(chunk_id=chunk_id)
-    assert migration.migration_advance(run_id=run.pk) == MigrationRun.State.DONE
+    while (chunk_id := migration_claim_chunk(run_id=run.pk)) is not None:
+        migration_run_chunk(chunk_id=chunk_id)
+    assert migration_advance(run_id=run.pk) == MigrationRun.State.DONE
     wait(browser).until(lambda b: b.execute_script("return window.samePage") is None)
     box = find(browser, "#migration-progress")
     assert box.get_attribute("data-finished") == "1" and "done" in box.text

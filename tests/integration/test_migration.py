@@ -24,11 +24,11 @@ from celery.signals import before_task_publish
 from django.core.management import call_command
 
 from demo.models import Photo
+from demo.sample_tree import SampleManifest, build_sample_tree
+from pipeline.bulk.plan import Plan, plan
+from pipeline.bulk.report import Report
+from pipeline.bulk.scan import Kind, scan
 from pipeline.fields import Status
-from pipeline.migration.plan import Plan, plan
-from pipeline.migration.report import Report
-from pipeline.migration.sample import SampleManifest, build_sample_tree
-from pipeline.migration.scan import Kind, scan
 from pipeline.models import MediaAsset, MigrationChunk, MigrationRun
 from tests.conftest import PHOTOS, database_url_for_worker, wait_for
 from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO
@@ -341,21 +341,27 @@ def test_detached_run_finishes_in_the_workers_and_stores_its_report(
 
 
 def test_a_row_edited_during_the_migration_is_left_as_it_is(s3, clean_buckets, legacy):
-    from pipeline.migration import services
+    from pipeline.bulk.chunks import migration_run_chunk
+    from pipeline.bulk.coordinator import migration_advance, migration_claim_chunk
+    from pipeline.bulk.options import Options
+    from pipeline.bulk.planning import migration_plan
+    from pipeline.bulk.reporting import migration_report
+    from pipeline.bulk.runs import migration_create
+    from pipeline.bulk.scanning import migration_scan
 
-    opts = services.Options.build(targets=[MODEL], process=False)
-    run = services.migration_create(source=str(legacy.root), options=opts)
-    services.migration_scan(run_id=run.pk)
-    services.migration_plan(run_id=run.pk)
+    opts = Options.build(targets=[MODEL], process=False)
+    run = migration_create(source=str(legacy.root), options=opts)
+    migration_scan(run_id=run.pk)
+    migration_plan(run_id=run.pk)
     edited, value = next((pk, v) for pk, v in legacy.rows.items() if legacy.expected_key(v))
     Photo.objects.filter(pk=edited).update(image="photos/a-new-upload-0123456789ab.jpg")
 
-    while (chunk := services.migration_claim_chunk(run_id=run.pk)) is not None:
-        services.migration_run_chunk(chunk_id=chunk)
-    services.migration_advance(run_id=run.pk)
+    while (chunk := migration_claim_chunk(run_id=run.pk)) is not None:
+        migration_run_chunk(chunk_id=chunk)
+    migration_advance(run_id=run.pk)
 
     assert Photo.objects.get(pk=edited).image.name == "photos/a-new-upload-0123456789ab.jpg"
-    report = services.migration_report(run_id=run.pk)
+    report = migration_report(run_id=run.pk)
     reasons = {d.value: d.reason for d in report.dangling}
     assert reasons[value] == "the row changed during the migration; left as it is"
     others = [pk for pk, v in legacy.rows.items() if legacy.expected_key(v) and pk != edited]
@@ -369,24 +375,30 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
 ):
     from PIL import Image
 
-    from pipeline.migration import services
+    from pipeline.bulk.chunks import migration_run_chunk
+    from pipeline.bulk.coordinator import migration_advance, migration_claim_chunk
+    from pipeline.bulk.options import Options
+    from pipeline.bulk.planning import migration_plan
+    from pipeline.bulk.reporting import migration_report
+    from pipeline.bulk.runs import migration_create
+    from pipeline.bulk.scanning import migration_scan
     from pipeline.models import MigrationItem, MigrationLink
 
-    opts = services.Options.build(targets=[MODEL], process=False)
+    opts = Options.build(targets=[MODEL], process=False)
 
     def run_once() -> MigrationRun:
-        run = services.migration_create(source=str(legacy.root), options=opts)
-        services.migration_scan(run_id=run.pk)
-        services.migration_plan(run_id=run.pk)
-        while (chunk := services.migration_claim_chunk(run_id=run.pk)) is not None:
-            services.migration_run_chunk(chunk_id=chunk)
-        services.migration_advance(run_id=run.pk)
+        run = migration_create(source=str(legacy.root), options=opts)
+        migration_scan(run_id=run.pk)
+        migration_plan(run_id=run.pk)
+        while (chunk := migration_claim_chunk(run_id=run.pk)) is not None:
+            migration_run_chunk(chunk_id=chunk)
+        migration_advance(run_id=run.pk)
         run.refresh_from_db()
         assert run.state == MigrationRun.State.DONE
         return run
 
     first = run_once()
-    before = services.migration_report(run_id=first.pk)
+    before = migration_report(run_id=first.pk)
     assert before.uploaded == len(legacy.keys)
 
     # Nothing changed: no item, link or chunk; the report is the no-op one.
@@ -396,7 +408,7 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
         assert not MigrationItem.objects.filter(run=again).exists()
         assert not MigrationLink.objects.filter(run=again).exists()
         assert not MigrationChunk.objects.filter(run=again).exists()
-        report = services.migration_report(run_id=again.pk)
+        report = migration_report(run_id=again.pk)
         assert report.run_id == str(again.pk)
         assert (report.uploaded, report.already_present) == (0, len(legacy.keys))
         assert (report.rows_relinked, report.orphans_imported) == (0, 0)
@@ -418,7 +430,7 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
     changed = run_once()
     assert "noop_of" not in changed.report
     assert MigrationItem.objects.filter(run=changed).count() == before.files_scanned + 1
-    report = services.migration_report(run_id=changed.pk)
+    report = migration_report(run_id=changed.pk)
     assert (report.uploaded, report.already_present) == (1, len(legacy.keys))
     assert run_once().report["noop_of"] == changed.pk
 
@@ -426,7 +438,7 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
     photo = Photo.objects.create(title="new row", image="brand-new.jpg")
     relinked = run_once()
     assert "noop_of" not in relinked.report
-    assert services.migration_report(run_id=relinked.pk).rows_relinked == 1
+    assert migration_report(run_id=relinked.pk).rows_relinked == 1
     photo.refresh_from_db()
     assert photo.image.name.startswith(f"{opts.prefix}/")
 
@@ -452,7 +464,7 @@ def test_an_unchanged_tree_is_answered_from_the_last_run_and_a_change_is_migrate
     opts = dataclasses.replace(opts, verify=True)
     restored = run_once()
     assert "noop_of" not in restored.report
-    report = services.migration_report(run_id=restored.pk)
+    report = migration_report(run_id=restored.pk)
     assert (report.uploaded, report.already_present) == (1, len(stored) - 1)
     assert {k: o["ETag"] for k, o in bucket(s3, PRIMARY_BUCKET).items()} == stored
     assert run_once().report["noop_of"] == restored.pk  # verified, and nothing missing
@@ -468,13 +480,16 @@ def test_a_run_whose_chunk_messages_were_lost_is_finished_by_the_sweep(
 
     from django.utils import timezone
 
-    from pipeline.migration import services
-    from pipeline.migration import tasks as migration_tasks
+    from pipeline.bulk import tasks as migration_tasks
+    from pipeline.bulk.options import Options
+    from pipeline.bulk.planning import migration_plan
+    from pipeline.bulk.runs import migration_create
+    from pipeline.bulk.scanning import migration_scan
 
-    opts = services.Options.build(targets=(MODEL,), chunk_size=5)
-    run = services.migration_create(source=str(legacy.root), options=opts)
-    services.migration_scan(run_id=run.pk)
-    services.migration_plan(run_id=run.pk)
+    opts = Options.build(targets=(MODEL,), chunk_size=5)
+    run = migration_create(source=str(legacy.root), options=opts)
+    migration_scan(run_id=run.pk)
+    migration_plan(run_id=run.pk)
     chunks = MigrationChunk.objects.filter(run=run)
     # What the coordinator leaves behind when the messages it published are lost.
     chunks.update(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pipeline import storage
-from pipeline.migration.transfer import Upload, transfer
+from pipeline.bulk.transfer import Upload, transfer
 from tests.services import PRIMARY_BUCKET
 
 pytestmark = pytest.mark.integration

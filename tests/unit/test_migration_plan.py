@@ -9,8 +9,8 @@ import unicodedata
 
 import pytest
 
-from pipeline.errors import UnsafePath
-from pipeline.migration.plan import (
+from demo.sample_tree import SampleManifest, build_sample_tree
+from pipeline.bulk.plan import (
     MAX_FOLDERS,
     MAX_SEGMENT,
     Plan,
@@ -21,9 +21,9 @@ from pipeline.migration.plan import (
     standard_key,
     suffixed_key,
 )
-from pipeline.migration.references import Match
-from pipeline.migration.sample import SampleManifest, build_sample_tree
-from pipeline.migration.scan import Kind, ScanEntry, scan
+from pipeline.bulk.references import Match
+from pipeline.bulk.scan import Kind, ScanEntry, scan
+from pipeline.errors import UnsafePath
 from tests.conftest import PHOTOS
 
 SAFE_KEY = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*(/[a-z0-9]+(-[a-z0-9]+)*)*\.[a-z0-9]+")

@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from pipeline.migration.references import (
+from pipeline.bulk.references import (
     ESCAPES_ROOT,
     Match,
     PathIndex,

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from pipeline.migration.plan import plan
-from pipeline.migration.report import DanglingReference, Report
-from pipeline.migration.sample import SampleManifest, build_sample_tree
-from pipeline.migration.scan import Kind, scan
+from demo.sample_tree import SampleManifest, build_sample_tree
+from pipeline.bulk.plan import plan
+from pipeline.bulk.report import DanglingReference, Report
+from pipeline.bulk.scan import Kind, scan
 from tests.conftest import PHOTOS
 
 

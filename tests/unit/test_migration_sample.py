@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from demo.models import Photo
-from pipeline.migration.references import lookup_key
-from pipeline.migration.sample import SampleManifest, build_sample_tree
-from pipeline.migration.scan import Kind
+from demo.sample_tree import SampleManifest, build_sample_tree
+from pipeline.bulk.references import lookup_key
+from pipeline.bulk.scan import Kind
 from tests.conftest import PHOTOS
 
 

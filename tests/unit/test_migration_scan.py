@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from demo.sample_tree import SampleManifest, build_sample_tree
+from pipeline.bulk.scan import HEAD_SIZE, Kind, ScanEntry, scan
 from pipeline.errors import ImageRejected
 from pipeline.imaging import probe as real_probe
-from pipeline.migration.sample import SampleManifest, build_sample_tree
-from pipeline.migration.scan import HEAD_SIZE, Kind, ScanEntry, scan
 from tests.conftest import PHOTOS
 
 

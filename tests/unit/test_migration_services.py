@@ -16,10 +16,16 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from demo.models import Photo
-from pipeline.migration import services
-from pipeline.migration.plan import plan, standard_key
-from pipeline.migration.sample import build_sample_tree
-from pipeline.migration.scan import Kind, scan
+from demo.sample_tree import build_sample_tree
+from pipeline.bulk import scanning
+from pipeline.bulk.coordinator import MAX_CHUNK_ATTEMPTS, migration_top_up
+from pipeline.bulk.options import Options
+from pipeline.bulk.plan import plan, standard_key
+from pipeline.bulk.planning import migration_plan
+from pipeline.bulk.reporting import migration_report
+from pipeline.bulk.runs import migration_create
+from pipeline.bulk.scan import Kind, scan
+from pipeline.bulk.scanning import migration_scan
 from pipeline.models import MigrationChunk, MigrationItem, MigrationLink, MigrationRun
 from tests.conftest import PHOTOS
 
@@ -29,10 +35,10 @@ Item = MigrationItem.State
 
 
 def planned_run(root: Path, **options: Any) -> MigrationRun:
-    opts = services.Options.build(**options)
-    run = services.migration_create(source=str(root), options=opts)
-    services.migration_scan(run_id=run.pk)
-    services.migration_plan(run_id=run.pk)
+    opts = Options.build(**options)
+    run = migration_create(source=str(root), options=opts)
+    migration_scan(run_id=run.pk)
+    migration_plan(run_id=run.pk)
     run.refresh_from_db()
     return run
 
@@ -88,13 +94,13 @@ def test_a_rescan_reads_only_changed_files(sample, monkeypatch) -> None:
     first = planned_run(sample.root)
     stored(first)
     probed: list[int] = []
-    real = services._probe
+    real = scanning.probe_image
 
     def counting(data: bytes, *, profile: Any) -> Any:
         probed.append(len(data))
         return real(data, profile=profile)
 
-    monkeypatch.setattr(services, "_probe", counting)
+    monkeypatch.setattr(scanning, "probe_image", counting)
     second = planned_run(sample.root)
     assert probed == []  # nothing read again
     fields = ("path", "sha256", "md5", "kind", "format", "width", "height", "reason")
@@ -179,9 +185,9 @@ def test_chunks_cut_the_work_in_key_order(sample) -> None:
 
 def test_unknown_targets_are_refused_before_anything_is_written() -> None:
     with pytest.raises(ValueError, match=r"app_label\.Model\.field"):
-        services.Options.build(targets=["Photo.image"])
+        Options.build(targets=["Photo.image"])
     with pytest.raises(ValueError, match=r"demo\.Photo\.title"):
-        services.Options.build(targets=["demo.Photo.title"])
+        Options.build(targets=["demo.Photo.title"])
     assert not MigrationRun.objects.exists()
 
 
@@ -205,15 +211,15 @@ def test_a_chunk_that_never_finishes_is_given_up_and_the_run_ends(sample) -> Non
     chunk = MigrationChunk.objects.get(run=run)
     MigrationChunk.objects.filter(pk=chunk.pk).update(
         state=MigrationChunk.State.QUEUED,
-        attempts=services.MAX_CHUNK_ATTEMPTS,
+        attempts=MAX_CHUNK_ATTEMPTS,
         queued_at=timezone.now() - timedelta(days=1),
     )
 
-    services.migration_top_up(run_id=run.pk)
+    migration_top_up(run_id=run.pk)
 
     run.refresh_from_db()
     assert run.state == MigrationRun.State.DONE
-    report = services.migration_report(run_id=run.pk)
+    report = migration_report(run_id=run.pk)
     assert report.failed_count == chunk.size and report.uploaded == 0
     assert report.rows_relinked == 0
     gave_up = [d for d in report.dangling if "gave up after 5 attempts" in d.reason]

@@ -21,7 +21,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from demo.models import Photo
-from pipeline.migration.sample import build_sample_tree
+from demo.sample_tree import build_sample_tree
 
 PHOTOS = Path(__file__).resolve().parents[2] / "photos"
 """The photos shipped with the demo (origins and licences in its README)."""

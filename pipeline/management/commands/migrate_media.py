@@ -22,9 +22,26 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from pipeline.bulk.chunks import migration_run_chunk
+from pipeline.bulk.coordinator import (
+    is_eager,
+    migration_advance,
+    migration_claim_chunk,
+    migration_top_up,
+)
+from pipeline.bulk.options import Options
+from pipeline.bulk.planning import migration_plan
+from pipeline.bulk.report import Report
+from pipeline.bulk.reporting import migration_progress, migration_report
+from pipeline.bulk.runs import (
+    dry_run,
+    migration_create,
+    migration_detach,
+    migration_find_resumable,
+    migration_requeue,
+)
+from pipeline.bulk.scanning import migration_scan
 from pipeline.management.cli import add_model_argument, progress_bar, select_targets, target_label
-from pipeline.migration import services
-from pipeline.migration.report import Report
 from pipeline.models import MigrationRun
 
 POLL_MIN, POLL_MAX = 0.05, 0.5  # seconds between two looks at a run's progress
@@ -124,7 +141,7 @@ class Command(BaseCommand):
             else []
         )
         try:
-            opts = services.Options.build(
+            opts = Options.build(
                 targets=targets,
                 orphans=options["orphans"],
                 process=not options["no_process"],
@@ -135,7 +152,7 @@ class Command(BaseCommand):
             )
         except ValueError as e:
             raise CommandError(str(e)) from e
-        eager = services.is_eager()
+        eager = is_eager()
         if eager:
             self.stdout.write(
                 self.style.WARNING(
@@ -165,7 +182,7 @@ class Command(BaseCommand):
 
     # -- runs ------------------------------------------------------------------------------
 
-    def _run_for(self, source: str, opts: services.Options, resume: int | None) -> MigrationRun:
+    def _run_for(self, source: str, opts: Options, resume: int | None) -> MigrationRun:
         if resume is not None:
             run = MigrationRun.objects.filter(pk=resume).first()
             if run is None:
@@ -173,9 +190,9 @@ class Command(BaseCommand):
             if Path(run.source) != Path(source).resolve():
                 raise CommandError(f"run {resume} migrated {run.source}, not {source}")
         else:
-            run = services.migration_find_resumable(source=source)
+            run = migration_find_resumable(source=source)
         if run is None:
-            run = services.migration_create(source=source, options=opts)
+            run = migration_create(source=source, options=opts)
             self.stdout.write(f"Migration run {run.pk} of {run.source}")
             return run
         if run.options != opts.to_json() and resume is None:
@@ -184,11 +201,11 @@ class Command(BaseCommand):
             )
         if run.state != Run.DONE:
             self.stdout.write(f"Resuming migration run {run.pk} ({run.get_state_display()})")
-            services.migration_requeue(run_id=run.pk)
+            migration_requeue(run_id=run.pk)
         return run
 
     def _detach(self, run: MigrationRun) -> None:
-        services.migration_detach(run_id=run.pk)
+        migration_detach(run_id=run.pk)
         self.stdout.write(
             f"Migration run {run.pk} continues in the workers. Follow it in the admin, or "
             f"with: python manage.py migrate_media {run.source} --resume {run.pk}"
@@ -200,10 +217,10 @@ class Command(BaseCommand):
         try:
             if _state(run_id) == Run.SCANNING:
                 with self._step("scanned"), _bar("scan", "file") as bar:
-                    services.migration_scan(run_id=run_id, progress=_counter(bar))
+                    migration_scan(run_id=run_id, progress=_counter(bar))
             if _state(run_id) == Run.PLANNING:
                 with self._step("planned"):
-                    services.migration_plan(run_id=run_id)
+                    migration_plan(run_id=run_id)
             if _state(run_id) == Run.RUNNING:
                 with self._step("uploaded and linked"):
                     self._upload(run_id)
@@ -214,7 +231,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Interrupted. Run {run_id} is kept: run the same command again to continue."
             ) from None
-        report = services.migration_report(run_id=run_id)
+        report = migration_report(run_id=run_id)
         if _state(run_id) != Run.DONE:  # pragma: no cover - a worker failed the run
             raise CommandError(f"run {run_id} did not finish: {_state(run_id)}")
         self.stdout.write(f"Finished in {time.monotonic() - started:.1f} s")
@@ -227,38 +244,38 @@ class Command(BaseCommand):
         self.stdout.write(f"  {done} in {time.monotonic() - started:.1f} s")
 
     def _upload(self, run_id: int) -> None:
-        progress = services.migration_progress(run_id=run_id)
+        progress = migration_progress(run_id=run_id)
         with _bar("upload", "object", total=progress.objects_total) as bar:
-            if services.is_eager():
-                while (chunk := services.migration_claim_chunk(run_id=run_id)) is not None:
-                    services.migration_run_chunk(chunk_id=chunk)
-                    _show(bar, services.migration_progress(run_id=run_id).objects_done)
-                services.migration_advance(run_id=run_id)
+            if is_eager():
+                while (chunk := migration_claim_chunk(run_id=run_id)) is not None:
+                    migration_run_chunk(chunk_id=chunk)
+                    _show(bar, migration_progress(run_id=run_id).objects_done)
+                migration_advance(run_id=run_id)
                 return
-            services.migration_top_up(run_id=run_id)
+            migration_top_up(run_id=run_id)
             poll = _Poll(progress.objects_total)
             done = progress.objects_done
             while _state(run_id) == Run.RUNNING:
                 poll.wait(done)
                 # Watching also drives: stale chunks are published again, a run whose last
                 # chunk finished moves on (if its own trigger was lost).
-                services.migration_top_up(run_id=run_id)
-                done = services.migration_progress(run_id=run_id).objects_done
+                migration_top_up(run_id=run_id)
+                done = migration_progress(run_id=run_id).objects_done
                 _show(bar, done)
 
     def _process(self, run_id: int) -> None:
-        progress = services.migration_progress(run_id=run_id)
+        progress = migration_progress(run_id=run_id)
         with _bar("process", "row", total=progress.rows_total) as bar:
             poll = _Poll(progress.rows_total)
-            while services.migration_advance(run_id=run_id) == Run.PROCESSING:
-                settled = services.migration_progress(run_id=run_id).rows_settled
+            while migration_advance(run_id=run_id) == Run.PROCESSING:
+                settled = migration_progress(run_id=run_id).rows_settled
                 _show(bar, settled)
                 poll.wait(settled)
             _show(bar, bar.total)
 
-    def _dry_run(self, source: str, opts: services.Options) -> Report:
+    def _dry_run(self, source: str, opts: Options) -> Report:
         with _bar("scan", "file") as bar:
-            return services.dry_run(source=source, options=opts, progress=_counter(bar))
+            return dry_run(source=source, options=opts, progress=_counter(bar))
 
 
 def _state(run_id: int) -> str:

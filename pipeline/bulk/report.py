@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pipeline.migration.scan import Kind, ScanEntry
+from pipeline.bulk.scan import Kind, ScanEntry
 
 __all__ = ["DanglingReference", "Report"]
 

@@ -3,7 +3,7 @@
 
 Imported by ``pipeline/admin.py``. Rows are written only by the migration services; the
 admin looks, and may delete old runs (their items and links go with them). A run's page
-polls ``<run>/progress/`` (JSON from ``services.migration_progress``) while the run goes
+polls ``<run>/progress/`` (JSON from ``reporting.migration_progress``) while the run goes
 on, and reloads itself once when it ends, to show the final report.
 """
 
@@ -21,8 +21,8 @@ from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 
-from pipeline.migration import services
-from pipeline.migration.report import Report, _bytes
+from pipeline.bulk.report import Report, _bytes
+from pipeline.bulk.reporting import migration_progress, migration_report
 from pipeline.models import MigrationChunk, MigrationItem, MigrationRun
 
 # How many paths (per reason) and dangling references the report table lists; the full
@@ -145,9 +145,7 @@ class MigrationRunAdmin(_ReadOnly):
 
     @admin.display(description="report")
     def report_table(self, run: MigrationRun) -> str:
-        report = (
-            Report.from_dict(run.report) if run.report else services.migration_report(run_id=run.pk)
-        )
+        report = Report.from_dict(run.report) if run.report else migration_report(run_id=run.pk)
         return render_to_string(
             "admin/pipeline/migration_report.html",
             report_context(report, final=bool(run.report), site_name=self.admin_site.name),
@@ -157,7 +155,7 @@ class MigrationRunAdmin(_ReadOnly):
 def progress_data(run: MigrationRun) -> dict[str, Any]:
     """What the progress bars show: the phase, then originals stored or linked (objects of
     the chunks done), then images processed (rows this run queued that settled)."""
-    p = services.migration_progress(run_id=run.pk)
+    p = migration_progress(run_id=run.pk)
     State = MigrationRun.State
     finished = p.state in (State.DONE, State.FAILED)
     before_chunks = p.state in (State.SCANNING, State.PLANNING)

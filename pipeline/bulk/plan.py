@@ -49,15 +49,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from pipeline import naming
-from pipeline.errors import UnsafePath
-from pipeline.migration.references import (
+from pipeline.bulk.references import (
     Match,
     PathIndex,
     Resolution,
     lookup_key,
     resolve_reference,
 )
-from pipeline.migration.scan import Kind, ScanEntry
+from pipeline.bulk.scan import Kind, ScanEntry
+from pipeline.errors import UnsafePath
 
 __all__ = [
     "EXTENSIONS",

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
+from pipeline.bulk.chunks import migration_run_chunk
+from pipeline.bulk.coordinator import migration_coordinate, migration_sweep
+from pipeline.bulk.runs import migration_start
 from pipeline.errors import TransientError
-from pipeline.migration import services
 from pipeline.retry import retry_within_window
+
+# Wire names keep the package's old name: messages queued before an upgrade carry them.
 
 
 @shared_task(
@@ -21,7 +25,7 @@ from pipeline.retry import retry_within_window
 def run_chunk(self: Task, chunk_id: int, retrying_since: float | None = None) -> None:
     """Upload, re-link and import one chunk, then top the queue up again."""
     try:
-        services.migration_run_chunk(chunk_id=chunk_id)
+        migration_run_chunk(chunk_id=chunk_id)
     except TransientError as e:
         # After the retry window the chunk stays queued; the sweep publishes it again.
         retry_within_window(self, e)
@@ -30,13 +34,13 @@ def run_chunk(self: Task, chunk_id: int, retrying_since: float | None = None) ->
 @shared_task(name="pipeline.migration.tasks.coordinate", ignore_result=True)
 def coordinate(run_id: int) -> None:
     """Fill the queue with chunk tasks, or follow a processing run until it is done."""
-    services.migration_coordinate(run_id=run_id)
+    migration_coordinate(run_id=run_id)
 
 
 @shared_task(name="pipeline.migration.tasks.sweep_runs", ignore_result=True)
 def sweep_runs() -> None:
     """Periodic (beat): publish lost chunks again and finish runs whose work is over."""
-    services.migration_sweep()
+    migration_sweep()
 
 
 @shared_task(
@@ -51,4 +55,4 @@ def sweep_runs() -> None:
 )
 def start_run(run_id: int) -> None:
     """Scan, plan and fan out a run created with ``--detach``."""
-    services.migration_start(run_id=run_id)
+    migration_start(run_id=run_id)

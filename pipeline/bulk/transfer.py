@@ -1,6 +1,6 @@
 """Put a chunk's originals in the primary bucket, many at a time, skipping those already there.
 
-No rows are written here (``services`` records the outcomes); this module only moves
+No rows are written here (``chunks`` records the outcomes); this module only moves
 bytes, and wastes none of the S3 server's capacity:
 
 * **Existence by listing.** A chunk's keys are consecutive in key order, so one paginated

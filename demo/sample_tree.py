@@ -5,7 +5,7 @@ years of an old Django site (nested folders, spaces and capitals, ``.JPG``/``.jp
 ``.Jpg``, names in NFC *and* NFD, ``file (1).jpg`` copies, OS litter, text and HTML files,
 a truncated JPEG, an empty file, links out of the tree and round a loop, a PNG with
 transparency, a GIF) and the strings old rows held to point at it, in every spelling
-``references`` must understand, including some that point at nothing.
+``pipeline.bulk.references`` must understand, including some that point at nothing.
 
 Photos are real (``photos_dir``). The fixed tree has them at their own sizes, as a site
 holds them: a camera file untouched, a sideways shot with its EXIF orientation, the others
@@ -36,8 +36,8 @@ from urllib.parse import quote
 
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from pipeline.migration.references import lookup_key
-from pipeline.migration.scan import Kind
+from pipeline.bulk.references import lookup_key
+from pipeline.bulk.scan import Kind
 
 __all__ = ["OLD_SITE", "LegacyValue", "SampleManifest", "build_sample_tree"]
 

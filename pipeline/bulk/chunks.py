@@ -1,0 +1,130 @@
+"""A chunk: one task's share of a run (consecutive keys), done in one go, idempotent.
+
+It uploads what the bucket lacks (``transfer``), re-links the rows waiting for its
+contents (``linking``), imports its orphans into the media library (one ``MediaAsset`` per
+content), is marked done last, and tops the queue up again (``coordinator``). Outcomes
+are recorded with conditional updates, so a chunk run twice (redelivered after a killed
+worker) changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import PurePosixPath
+
+from django.db import transaction
+from django.utils import timezone
+
+from pipeline import services as media_services
+from pipeline import state as row_state
+from pipeline import storage
+from pipeline.bulk import transfer
+from pipeline.bulk.coordinator import is_eager, migration_top_up
+from pipeline.bulk.linking import link_rows
+from pipeline.bulk.options import ASSET_FIELD, ASSET_LABEL, Options, library, target_of
+from pipeline.conf import pipeline_settings
+from pipeline.fields import Status
+from pipeline.models import MediaAsset, MigrationChunk, MigrationItem
+
+__all__ = ["migration_run_chunk"]
+
+Item = MigrationItem.State
+Chunk = MigrationChunk.State
+
+
+def migration_run_chunk(*, chunk_id: int, dry_run: bool = False) -> None:
+    """Upload, link and import one chunk's contents, then top the queue up. Idempotent."""
+    chunk = MigrationChunk.objects.select_related("run").filter(pk=chunk_id).first()
+    if chunk is None or chunk.state == Chunk.DONE:
+        return
+    run = chunk.run
+    opts = Options.of(run)
+    items = list(chunk.items.all())
+    conf = pipeline_settings()["MIGRATION"]
+    uploads = [
+        transfer.Upload(i.pk, i.path, i.key, i.sha256, i.md5 or None, i.size, i.format)
+        for i in items
+        if i.state == Item.PENDING
+    ]
+    outcomes = transfer.transfer(
+        storage.primary(),
+        run.source,
+        uploads,
+        threads=conf["UPLOAD_THREADS"],
+        dry_run=dry_run,
+        look=not run.bucket_was_empty,
+    )
+    _record_outcomes(outcomes)
+    by_id = {i.pk: i for i in items}
+    for o in outcomes:
+        by_id[o.item_id].state, by_id[o.item_id].error = o.state, o.error
+    stored = [i for i in items if i.state in (Item.UPLOADED, Item.PRESENT)]
+    failed = [i for i in items if i.state == Item.FAILED]
+    link_rows(run, opts, stored, failed, dry_run=dry_run)
+    if opts.orphans == "import":
+        _import_orphans(opts, [i for i in stored if i.orphan], dry_run=dry_run)
+    MigrationChunk.objects.filter(pk=chunk_id).exclude(state=Chunk.DONE).update(
+        state=Chunk.DONE, finished_at=timezone.now()
+    )
+    if not dry_run and not is_eager():
+        migration_top_up(run_id=run.pk)
+
+
+def _record_outcomes(outcomes: list[transfer.Outcome]) -> None:
+    by_state: defaultdict[str, list[int]] = defaultdict(list)
+    for o in outcomes:
+        if o.state == Item.FAILED:
+            MigrationItem.objects.filter(pk=o.item_id, state=Item.PENDING).update(
+                state=Item.FAILED, error=o.error
+            )
+        else:
+            by_state[o.state].append(o.item_id)
+    for state, ids in by_state.items():
+        MigrationItem.objects.filter(pk__in=ids, state=Item.PENDING).update(state=state)
+
+
+def _import_orphans(opts: Options, orphans: list[MigrationItem], *, dry_run: bool) -> None:
+    """One media library row per orphan content (unique ``source_sha256``: never two), and
+    processing for those never processed."""
+    if not orphans:
+        return
+    with transaction.atomic():
+        have = set(
+            library(source_sha256__in=[i.sha256 for i in orphans]).values_list(
+                "source_sha256", flat=True
+            )
+        )
+        new = [i for i in orphans if i.sha256 not in have and not i.imported]
+        if not dry_run:
+            MediaAsset.objects.bulk_create(
+                [
+                    MediaAsset(
+                        title=PurePosixPath(i.path).stem[:200],
+                        image=i.key,
+                        source_path=i.path,
+                        source_sha256=i.sha256,
+                    )
+                    for i in new
+                ],
+                ignore_conflicts=True,
+            )
+        MigrationItem.objects.filter(pk__in=[i.pk for i in new]).update(imported=True)
+        if not opts.process and not dry_run:
+            # Linked, not rendered: the state describes the file (the sweep leaves it).
+            fresh = library(source_sha256__in=[i.sha256 for i in new]).values_list("pk", flat=True)
+            row_state.mark_unprocessed(target_of(f"{ASSET_LABEL}.{ASSET_FIELD}"), fresh)
+        if opts.process and not dry_run:
+            shas = {i.sha256 for i in orphans}
+            unprocessed = dict(
+                library(source_sha256__in=shas, image_status=Status.EMPTY).values_list(
+                    "pk", "source_sha256"
+                )
+            )
+            if unprocessed:
+                media_services.media_reprocess(
+                    model_label=ASSET_LABEL, field_name=ASSET_FIELD, pks=list(unprocessed)
+                )
+                old = [
+                    i.pk for i in orphans if i.sha256 in set(unprocessed.values()) and i not in new
+                ]
+                MigrationItem.objects.filter(pk__in=old).update(requeued=True)
