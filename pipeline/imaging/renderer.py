@@ -91,6 +91,11 @@ def render(data: bytes, profile: Profile) -> Rendering:
     original = _never_bigger(data, source, decoded, animate, outputs[at])
     if original is not outputs[at]:
         outputs[at] = original
+        # A variant at the source's own size, in the source's format, is the same image.
+        same = (original.width, original.height, original.format)
+        for i, o in enumerate(outputs):
+            if (o.width, o.height, o.format) == same and o.size > original.size:
+                outputs[i] = dataclasses.replace(original, name=o.name)
         notes = (*notes, f"original published in its own {label(source.format)} encoding "
                  "(re-encoding it came out larger)")  # fmt: skip
     order = {fmt: i for i, fmt in enumerate(formats)}
