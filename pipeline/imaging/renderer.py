@@ -87,15 +87,7 @@ def render(data: bytes, profile: Profile) -> Rendering:
             blob, count = encoded[fmt]
             outputs.append(Output.of(name, fmt, step.size, blob, count))
 
-    at = next(i for i, o in enumerate(outputs) if o.name == "original")
-    original = _never_bigger(data, source, decoded, animate, outputs[at])
-    if original is not outputs[at]:
-        outputs[at] = original
-        # A variant at the source's own size, in the source's format, is the same image.
-        same = (original.width, original.height, original.format)
-        for i, o in enumerate(outputs):
-            if (o.width, o.height, o.format) == same and o.size > original.size:
-                outputs[i] = dataclasses.replace(original, name=o.name)
+    if _never_bigger(outputs, data, source, decoded, animate):
         notes = (*notes, f"original published in its own {label(source.format)} encoding "
                  "(re-encoding it came out larger)")  # fmt: skip
     order = {fmt: i for i, fmt in enumerate(formats)}
@@ -178,25 +170,32 @@ class _Encoder:
 
 
 def _never_bigger(
-    data: bytes, source: SourceInfo, decoded: Decoded, animate: bool, original: Output
-) -> Output:
-    """The source's own encoding, metadata removed, when it is smaller than ``original``
-    and shows exactly the same image: a web format, not resized, cropped, rotated or
-    colour-converted, and with its animation when it has one."""
+    outputs: list[Output], data: bytes, source: SourceInfo, decoded: Decoded, animate: bool
+) -> bool:
+    """Replace the original with the source's own encoding, metadata removed, when that is
+    smaller and shows exactly the same image: a web format, not resized, cropped, rotated
+    or colour-converted, and with its animation when it has one. Variants at the same size
+    in the same format get the same bytes. Returns whether it did."""
+    at = next(i for i, o in enumerate(outputs) if o.name == "original")
+    encoded = outputs[at]
     if (
         source.format not in WEB_FORMATS
-        or original.size <= len(data) * 0.5  # re-encoding clearly won: nothing to compare
-        or (original.width, original.height) != (source.width, source.height)
+        or encoded.size <= len(data) * 0.5  # re-encoding clearly won: nothing to compare
+        or (encoded.width, encoded.height) != (source.width, source.height)
         or source.orientation != 1
         or decoded.converted
         or (source.animated and not animate)
     ):
-        return original
+        return False
     stripped = strip_metadata(data, source.format)
-    if stripped is None or len(stripped) >= original.size:
-        return original
+    if stripped is None or len(stripped) >= encoded.size:
+        return False
     size = (source.width, source.height)
-    return Output.of("original", source.format, size, stripped, source.frames)
+    original = outputs[at] = Output.of("original", source.format, size, stripped, source.frames)
+    for i, o in enumerate(outputs):
+        if (o.width, o.height) == size and o.format == source.format and o.size > original.size:
+            outputs[i] = dataclasses.replace(original, name=o.name)
+    return True
 
 
 def _jpeg_quality(
