@@ -7,7 +7,8 @@ beside the checkout) when it is there, else the ones shipped in ``demo/photos``;
 output says which set was used.
 
 All three approaches do the same job on every photo: an optimized original (JPEG, long
-edge capped at 2560) and WebP variants at 1600/1024/640/320 px wide (never upscaled),
+edge capped at 2560) and WebP variants at 1600/1024/640/320 px wide (never upscaled; a photo
+narrower than one of them also gets a variant at its own width, as the engine makes one),
 upright, in sRGB, without metadata, at the same quality settings:
 
 * naive:  the recipe popular in blog posts: for each output, re-open the original,
@@ -62,6 +63,8 @@ def _targets(width: int, height: int, profile: Profile) -> list[tuple[str, tuple
     """(name, bounding box) for each output a baseline must produce, never upscaling."""
     cap = profile.max_original
     targets = [("original", (cap, cap))]
+    if any(w > width for w in profile.widths) and width not in profile.widths:
+        targets.append((f"w{width}", (width, 10**6)))  # as ours: a variant at its own width
     targets += [(f"w{w}", (w, 10**6)) for w in sorted(profile.widths, reverse=True) if w <= width]
     return targets
 
@@ -138,14 +141,7 @@ def vips(data: bytes, profile: Profile) -> Outputs:
 
 def ours(data: bytes, profile: Profile) -> Outputs:
     rendering = render(data, profile)
-    # The baselines make no variant at a source's own width (ours does when the source is
-    # narrower than a profile width): compare the outputs all three make.
-    names = {"original", *(f"w{w}" for w in profile.widths)}
-    return {
-        o.name: (o.format, (o.width, o.height), o.data)
-        for o in rendering.outputs
-        if o.name in names
-    }
+    return {o.name: (o.format, (o.width, o.height), o.data) for o in rendering.outputs}
 
 
 APPROACHES: dict[str, Callable[[bytes, Profile], Outputs]] = {

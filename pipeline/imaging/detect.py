@@ -21,13 +21,6 @@ from .content import LOSSLESS_SOURCES
 from .profiles import Profile
 from .results import SourceInfo
 
-try:  # HEIC/HEIF (iPhone photos) when pillow-heif is installed: pip install pillow-heif
-    from pillow_heif import register_heif_opener
-except ImportError:  # pragma: no cover - the project's requirements include it
-    pass
-else:
-    register_heif_opener()
-
 #: Our format token -> (Pillow format id, name people know).
 FORMATS: dict[str, tuple[str, str]] = {
     "jpeg": ("JPEG", "JPEG"),
@@ -87,13 +80,23 @@ def sniff(data: bytes) -> str:
         raise ImageRejected(_what_else(data))
     if fmt == "avif" and not features.check("avif"):
         raise ImageRejected("AVIF is not supported by the installed codecs")
-    if fmt == "heic":
-        Image.init()
-        if FORMATS["heic"][0] not in Image.OPEN:
-            raise ImageRejected(
-                "HEIC is not supported by the installed codecs (install pillow-heif)"
-            )
+    if fmt == "heic" and not _heif_registered():
+        raise ImageRejected("HEIC is not supported by the installed codecs (install pillow-heif)")
     return fmt
+
+
+def _heif_registered() -> bool:
+    """Register pillow-heif's HEIF plugin the first time a HEIC arrives: loading libheif
+    and its codecs costs every worker 5 MiB, and most never see a HEIC."""
+    Image.init()
+    if FORMATS["heic"][0] in Image.OPEN:
+        return True
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
 
 
 def _image_format(head: bytes) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import sys
 import warnings
 
 import pytest
@@ -491,7 +492,8 @@ def test_svg_with_script_is_rejected():
 
 def test_heic_is_rejected_when_no_codec_is_installed(monkeypatch):
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 32
-    monkeypatch.delitem(Image.OPEN, "HEIF", raising=False)  # as without pillow-heif
+    monkeypatch.delitem(Image.OPEN, "HEIF", raising=False)  # as without pillow-heif:
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # importing it fails
     assert _rejected(heic) == "HEIC is not supported by the installed codecs (install pillow-heif)"
 
 
