@@ -45,10 +45,11 @@ def migration_scan(*, run_id: int, progress: Callable[[int], None] | None = None
         return 0
     reference = _reference_run(run)
     reuse = PreviousScan(reference) if reference else None
-    probe = functools.partial(probe_image, profile=pipeline_settings().profile())
+    profile = pipeline_settings().profile()
+    probe = functools.partial(probe_image, profile=profile)
     writer = _ItemWriter()
     count = 0
-    for entry in scan(run.source, probe=probe, reuse=reuse):
+    for entry in scan(run.source, probe=probe, reuse=reuse, max_bytes=profile.max_bytes):
         natural = reuse.natural_key(entry.path, opts.prefix) if reuse else None
         writer.add(item(run.pk, entry, opts.prefix, natural))
         count += 1

@@ -15,8 +15,14 @@ bytes, and wastes none of the S3 server's capacity:
 * **Concurrent uploads, one client.** Uploads run on a thread pool that lives as long as
   the worker process, all threads sharing the storage's boto3 client (thread-safe) and its
   connection pool; the pool is never larger than the client's ``max_pool_connections``.
-* **What is uploaded is what was scanned.** Each file is read once, inside the tree (a
-  path that became a link out of it is refused), and its sha256 checked against the scan.
+* **What is uploaded is what was scanned, streamed.** Each file is opened inside the tree
+  (a path that became a link out of it is refused), hashed in blocks and its sha256
+  checked against the scan, then uploaded from the open file in one PUT (never whole in
+  memory) with the MD5 of that pass as Content-MD5: if the file changes in between, S3
+  refuses the bytes and the file fails as "changed since the scan". One PUT rather than
+  a multipart upload keeps the ETag an MD5 (so later runs compare by the listing alone);
+  files are bounded by the profile's ``max_bytes`` (the scan rejects larger ones), far
+  below the 5 GB of a single PUT.
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from django.core.files.storage import Storage
 
 from pipeline import storage
-from pipeline.errors import PermanentError
+from pipeline.errors import ContentMismatch, PermanentError
 
 __all__ = ["Outcome", "Upload", "content_type_for", "same_listing", "transfer"]
 
@@ -155,29 +161,44 @@ def _same_content(target: Storage, info: storage.ObjectInfo, u: Upload) -> bool:
         return False
     if info.etag and _MD5.fullmatch(info.etag) and u.md5:
         return True
-    return hashlib.sha256(storage.read(target, u.key)).hexdigest() == u.sha256
+    return storage.sha256(target, u.key) == u.sha256
 
 
 def _put(target: Storage, client: Any, root: str, u: Upload) -> Outcome:
+    changed = "changed since the scan (run the migration again)"
     try:
-        data = _read_inside(root, u.path)
+        with _open_inside(root, u.path) as f:
+            sha256, md5 = _digests(f)
+            if sha256 != u.sha256:
+                return Outcome(u.item_id, "failed", changed)
+            f.seek(0)
+            storage.write_file(
+                target, u.key, f, content_type=content_type_for(u.format), md5=md5, client=client
+            )
     except OSError as e:
         return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
+    except ContentMismatch:
+        return Outcome(u.item_id, "failed", changed)
     except PermanentError as e:
         return Outcome(u.item_id, "failed", e.reason)
-    if hashlib.sha256(data).hexdigest() != u.sha256:
-        return Outcome(u.item_id, "failed", "changed since the scan (run the migration again)")
-    storage.write(target, u.key, data, content_type=content_type_for(u.format), client=client)
     return Outcome(u.item_id, "uploaded")
 
 
-def _read_inside(root: str, rel: str) -> bytes:
+def _open_inside(root: str, rel: str) -> IO[bytes]:
     path = os.path.join(root, *rel.split("/"))
     real = os.path.realpath(path)
     if not real.startswith(root.rstrip(os.sep) + os.sep):
         raise PermanentError("link outside the tree")
-    with open(real, "rb") as f:
-        return f.read()
+    return open(real, "rb")  # the caller closes it
+
+
+def _digests(f: IO[bytes]) -> tuple[str, str]:
+    """sha256 and MD5 (hex) of the rest of ``f``, in one pass of blocks."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    while block := f.read(storage.BLOCK):
+        sha256.update(block)
+        md5.update(block)
+    return sha256.hexdigest(), md5.hexdigest()
 
 
 def _shared_client(target: Storage) -> Any:

@@ -3,7 +3,9 @@ compared by content, never overwritten when different; the rest is uploaded once
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from pipeline import storage
 from pipeline.bulk.transfer import Upload, transfer
+from pipeline.errors import ContentMismatch
 from tests.services import PRIMARY_BUCKET
 
 pytestmark = pytest.mark.integration
@@ -83,3 +86,49 @@ def test_dry_run_only_reads(s3: Any, clean_buckets: None, tmp_path: Path) -> Non
     outcomes = transfer(storage.primary(), str(tmp_path), [new], threads=2, dry_run=True)
     assert [o.state for o in outcomes] == ["uploaded"]
     assert "Contents" not in s3.list_objects_v2(Bucket=PRIMARY_BUCKET)
+
+
+def test_a_large_original_is_streamed_from_its_file(
+    s3: Any, clean_buckets: None, tmp_path: Path
+) -> None:
+    data = os.urandom(6 * 1024 * 1024 + 7)
+    big = upload(tmp_path, 1, "legacy/v/big.jpg", data)
+    target = storage.primary()
+    bodies: list[object] = []
+    md5s: list[str] = []
+
+    def record(params: dict[str, Any], **kwargs: Any) -> None:
+        bodies.append(params["Body"])
+        md5s.append(params.get("ContentMD5", ""))
+
+    events = target.connection.meta.client.meta.events  # the client transfer() shares
+    events.register("before-parameter-build.s3.PutObject", record)
+    try:
+        [outcome] = transfer(target, str(tmp_path), [big], threads=2)
+    finally:
+        events.unregister("before-parameter-build.s3.PutObject", record)
+
+    assert outcome.state == "uploaded"
+    [body] = bodies
+    assert not isinstance(body, bytes | bytearray) and hasattr(body, "read")  # the open file
+    # S3 refuses the bytes if the file changed after it was hashed (moto does not check).
+    assert md5s == [base64.b64encode(hashlib.md5(data).digest()).decode()]
+    assert s3.get_object(Bucket=PRIMARY_BUCKET, Key=big.key)["Body"].read() == data
+    etag = s3.head_object(Bucket=PRIMARY_BUCKET, Key=big.key)["ETag"].strip('"')
+    assert etag == big.md5  # one PUT: later runs compare by the listing alone
+
+
+def test_a_file_not_matching_its_md5_is_not_stored(folder_buckets: Path, tmp_path: Path) -> None:
+    # (On S3 the server checks the Content-MD5 sent with the PUT; moto does not.)
+    target = storage.primary()
+    source = tmp_path / "f.jpg"
+    source.write_bytes(b"edited while it was read")
+    with open(source, "rb") as f, pytest.raises(ContentMismatch):
+        storage.write_file(
+            target, "legacy/w/f.jpg", f, content_type="image/jpeg", md5=storage.md5_hex(b"was")
+        )
+    assert storage.head(target, "legacy/w/f.jpg") is None
+    assert not [p for p in (folder_buckets / "primary").rglob("*") if p.is_file()]  # no temp
+    with open(source, "rb") as f:
+        storage.write_file(target, "legacy/w/f.jpg", f, content_type="image/jpeg")
+    assert storage.read(target, "legacy/w/f.jpg") == b"edited while it was read"

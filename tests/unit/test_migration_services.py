@@ -263,3 +263,23 @@ def test_the_command_looks_when_the_pace_says_the_phase_ends(monkeypatch) -> Non
     # in 2.25 s: the 10 left are about 23 ms away (raised to the 50 ms floor).
     assert slept[:5] == [0.05, 0.1, 0.2, 0.4, 0.5]
     assert slept[5:] == [0.5, 0.5, 0.05]
+
+
+def test_files_over_the_profile_size_limit_are_rejected_and_reported(tmp_path, settings) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "small.jpg").write_bytes((PHOTOS / "23_flower_300.jpg").read_bytes())
+    with open(root / "huge.jpg", "wb") as f:
+        f.write((PHOTOS / "23_flower_300.jpg").read_bytes())
+        f.truncate(3 * 1024 * 1024)
+    settings.PIPELINE = {**settings.PIPELINE, "PROFILES": {"default": {"max_bytes": 1024**2}}}
+
+    run = planned_run(root)
+
+    huge = MigrationItem.objects.get(run=run, path="huge.jpg")
+    reason = "3 MiB exceeds the 1 MiB file size limit"
+    assert (huge.kind, huge.reason, huge.size, huge.sha256) == (Kind.REJECTED, reason, 3 << 20, "")
+    assert huge.state == Item.SKIPPED and huge.chunk_id is None
+    report = migration_report(run_id=run.pk)
+    assert report.rejected == {reason: ["huge.jpg"]}
+    assert report.images == 1
