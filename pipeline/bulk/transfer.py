@@ -12,6 +12,14 @@ bytes, and wastes none of the S3 server's capacity:
   that is an MD5 (every single-part upload, ``aws s3 cp`` of files under 8 MB included),
   else by size and then by reading it back (multipart ETags, local folders). A different
   object at the key is never overwritten: the file fails with that reason.
+* **Never overwritten, even in a race.** The listing is a snapshot: another run, or a
+  person, may store an object at one of our keys after it (or after planning found the
+  prefix empty and nothing was listed). So every PUT is conditional (``If-None-Match:
+  *``; a hard link on local folders): a 412 means an object arrived meanwhile, and it is
+  looked at (HEAD) and judged as the listing would have judged it (present, or the file
+  fails). An S3-compatible server without conditional writes (501 NotImplemented, or the
+  header rejected) gets a HEAD of the key before a plain PUT instead, per file: a narrow
+  window remains there, as with the listing alone.
 * **Concurrent uploads, one client.** Uploads run on a thread pool that lives as long as
   the worker process, all threads sharing the storage's boto3 client (thread-safe) and its
   connection pool; the pool is never larger than the client's ``max_pool_connections``.
@@ -37,7 +45,12 @@ from typing import IO, Any
 from django.core.files.storage import Storage
 
 from pipeline import storage
-from pipeline.errors import ContentMismatch, PermanentError
+from pipeline.errors import (
+    ConditionalWriteUnsupported,
+    ContentMismatch,
+    PermanentError,
+    StorageUnavailable,
+)
 
 __all__ = ["Outcome", "Upload", "content_type_for", "same_listing", "transfer"]
 
@@ -107,12 +120,8 @@ def transfer(
         info = found.get(u.key)
         if info is None:
             missing.append(u)
-        elif _same_content(target, info, u):
-            outcomes.append(Outcome(u.item_id, "present"))
         else:
-            outcomes.append(
-                Outcome(u.item_id, "failed", f"a different object is already at {u.key}")
-            )
+            outcomes.append(_found(target, info, u))
     if dry_run:
         return outcomes + [Outcome(u.item_id, "uploaded") for u in missing]
     client = _shared_client(target)
@@ -156,6 +165,13 @@ def same_listing(info: storage.ObjectInfo, size: int, md5: str | None) -> bool:
     return info.size == size
 
 
+def _found(target: Storage, info: storage.ObjectInfo, u: Upload) -> Outcome:
+    """What an object already at the upload's key means: ours already, or someone else's."""
+    if _same_content(target, info, u):
+        return Outcome(u.item_id, "present")
+    return Outcome(u.item_id, "failed", f"a different object is already at {u.key}")
+
+
 def _same_content(target: Storage, info: storage.ObjectInfo, u: Upload) -> bool:
     if not same_listing(info, u.size, u.md5):
         return False
@@ -172,16 +188,33 @@ def _put(target: Storage, client: Any, root: str, u: Upload) -> Outcome:
             if sha256 != u.sha256:
                 return Outcome(u.item_id, "failed", changed)
             f.seek(0)
-            storage.write_file(
-                target, u.key, f, content_type=content_type_for(u.format), md5=md5, client=client
-            )
+            return _store(target, client, u, f, md5)
     except OSError as e:
         return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
     except ContentMismatch:
         return Outcome(u.item_id, "failed", changed)
     except PermanentError as e:
         return Outcome(u.item_id, "failed", e.reason)
-    return Outcome(u.item_id, "uploaded")
+
+
+def _store(target: Storage, client: Any, u: Upload, f: IO[bytes], md5: str) -> Outcome:
+    """Write only where no object is (see the module docstring); an object found there
+    instead is judged as one found by the listing."""
+    params = {"content_type": content_type_for(u.format), "md5": md5, "client": client}
+    try:
+        if storage.write_file(target, u.key, f, if_absent=True, **params):
+            return Outcome(u.item_id, "uploaded")
+    except ConditionalWriteUnsupported:
+        # A server without conditional writes: look at the key, then write plainly. Only
+        # another writer in the instant between the two can still be overwritten.
+        if storage.head(target, u.key) is None:
+            f.seek(0)
+            storage.write_file(target, u.key, f, **params)
+            return Outcome(u.item_id, "uploaded")
+    info = storage.head(target, u.key)
+    if info is None:  # written and deleted again since: the chunk's retry sees anew
+        raise StorageUnavailable(f"the object at {u.key!r} came and went during the upload")
+    return _found(target, info, u)
 
 
 def _open_inside(root: str, rel: str) -> IO[bytes]:
