@@ -49,8 +49,7 @@ def migration_plan(*, run_id: int, heartbeat: Callable[[], None] | None = None) 
     with transaction.atomic():
         if not images.filter(canonical=True).exists():
             _plan_keys(run, opts)
-    beat()
-    resolve_links(run, opts)
+    resolve_links(run, opts, heartbeat=beat)
     beat()
     empty = next(iter(storage.list_objects(storage.primary(), f"{opts.prefix}/")), None) is None
     with transaction.atomic():
