@@ -19,7 +19,8 @@ bytes, and wastes none of the S3 server's capacity:
   looked at (HEAD) and judged as the listing would have judged it (present, or the file
   fails). An S3-compatible server without conditional writes (501 NotImplemented, or the
   header rejected) gets a HEAD of the key before a plain PUT instead, per file: a narrow
-  window remains there, as with the listing alone.
+  window remains there, as with the listing alone (and a server that silently ignores
+  the header is guarded by the listing alone, as before).
 * **Concurrent uploads, one client.** Uploads run on a thread pool that lives as long as
   the worker process, all threads sharing the storage's boto3 client (thread-safe) and its
   connection pool; the pool is never larger than the client's ``max_pool_connections``.
@@ -183,18 +184,23 @@ def _same_content(target: Storage, info: storage.ObjectInfo, u: Upload) -> bool:
 def _put(target: Storage, client: Any, root: str, u: Upload) -> Outcome:
     changed = "changed since the scan (run the migration again)"
     try:
-        with _open_inside(root, u.path) as f:
-            sha256, md5 = _digests(f)
-            if sha256 != u.sha256:
-                return Outcome(u.item_id, "failed", changed)
-            f.seek(0)
-            return _store(target, client, u, f, md5)
+        f = _open_inside(root, u.path)
     except OSError as e:
         return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
-    except ContentMismatch:
-        return Outcome(u.item_id, "failed", changed)
     except PermanentError as e:
         return Outcome(u.item_id, "failed", e.reason)
+    with f:
+        try:
+            sha256, md5 = _digests(f)
+        except OSError as e:
+            return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
+        if sha256 != u.sha256:
+            return Outcome(u.item_id, "failed", changed)
+        f.seek(0)
+        try:
+            return _store(target, client, u, f, md5)
+        except ContentMismatch:  # edited between the hashing and the upload
+            return Outcome(u.item_id, "failed", changed)
 
 
 def _store(target: Storage, client: Any, u: Upload, f: IO[bytes], md5: str) -> Outcome:
