@@ -99,6 +99,10 @@ DEFAULTS: dict[str, Any] = {
         # A chunk queued this long ago (seconds) without finishing is published again:
         # its message was lost (at-most-once publishing, or a whole worker killed).
         "STALE_CHUNK_AFTER": 600,
+        # A detached run still scanning or planning whose worker has not renewed its
+        # heartbeat (every 10 s) for this long (seconds) is started again by the sweep:
+        # its worker died, and start_run, acknowledged on receipt, died with it.
+        "STALE_START_AFTER": 600,
     },
 }
 

@@ -45,6 +45,17 @@ class UnsafePath(PermanentError):
     """A path or key would escape its root (``..``, absolute paths, links out of a tree)."""
 
 
+class ContentMismatch(PermanentError):
+    """The bytes stored would not be the bytes expected (a file changed while it was read):
+    the storage refused them (S3's Content-MD5 check), nothing was written."""
+
+
+class ConditionalWriteUnsupported(PipelineError):
+    """The storage cannot write "only if no object is at the key" (an S3-compatible server
+    that answers If-None-Match on a PUT with 501 NotImplemented, or rejects it): the caller
+    looks at the key itself, then writes plainly."""
+
+
 class CDNRefused(PermanentError):
     """The CDN refused an invalidation request for a reason a retry cannot fix (a wrong
     distribution id, access denied, a malformed request). ``reason`` is the CDN's code and

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -32,10 +32,16 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
-from pipeline.errors import ObjectNotFound, StorageUnavailable, UnsafePath
+from pipeline.errors import (
+    ConditionalWriteUnsupported,
+    ContentMismatch,
+    ObjectNotFound,
+    StorageUnavailable,
+    UnsafePath,
+)
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _TRANSIENT = {
@@ -50,6 +56,7 @@ _TRANSIENT = {
     "ThrottlingException",
     "RequestTimeout",
     "RequestTimeTooSkewed",
+    "ConditionalRequestConflict",  # 409: a conditional write raced another; try again
 }
 
 
@@ -172,6 +179,72 @@ def write(
             storage.save(key, ContentFile(data))
 
 
+BLOCK = 1024 * 1024
+"""Read size when bytes are streamed (files copied into folders, objects hashed)."""
+
+
+def write_file(
+    storage: Storage,
+    key: str,
+    f: IO[bytes],
+    *,
+    content_type: str,
+    md5: str | None = None,
+    if_absent: bool = False,
+    client: Any = None,
+) -> bool:
+    """Store the open file ``f`` at exactly ``key``, streamed from it: never whole in
+    memory, all or nothing. Returns True when stored.
+
+    On S3 it is one PUT (ETag = MD5, up to S3's 5 GB limit of a single PUT). ``md5`` (hex)
+    is what the bytes must hash to: S3 checks it (Content-MD5), a copy into a folder checks
+    it before the rename; other bytes raise ``ContentMismatch`` and nothing is stored.
+
+    ``if_absent``: never replace an object; False when one is already at the key. Atomic
+    on S3 (a conditional write, ``If-None-Match: *``: of two writers racing for a key one
+    gets 412) and on folders (a hard link, which never replaces a file); a server that
+    does not support conditional writes raises ``ConditionalWriteUnsupported``.
+    """
+    check_key(key)
+    with _translate(key):
+        if is_s3(storage):
+            params = {"ContentType": content_type}
+            if md5:
+                params["ContentMD5"] = base64.b64encode(bytes.fromhex(md5)).decode()
+            if if_absent:
+                params["IfNoneMatch"] = "*"
+            params.update(_write_acl(storage))
+            try:
+                (client or storage.connection.meta.client).put_object(
+                    Bucket=storage.bucket_name, Key=_s3_name(storage, key), Body=f, **params
+                )
+            except ClientError as e:
+                return _refused_write(e, key, if_absent=if_absent)
+        elif isinstance(storage, FileSystemStorage):
+            return _atomic_copy(Path(storage.path(key)), f, md5, if_absent=if_absent)
+        else:  # another Django storage: the best its API allows
+            if if_absent and storage.exists(key):
+                return False
+            storage.delete(key)
+            storage.save(key, File(f))
+    return True
+
+
+def _refused_write(e: ClientError, key: str, *, if_absent: bool) -> bool:
+    """False for a conditional write that found an object; raises for anything else."""
+    error = e.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("BadDigest", "InvalidDigest"):
+        raise ContentMismatch(f"the bytes sent to {key!r} changed while read") from e
+    if if_absent and (code == "PreconditionFailed" or status == 412):
+        return False
+    rejected = code == "InvalidArgument" and "if-none-match" in str(error).lower()
+    if if_absent and (code == "NotImplemented" or status == 501 or rejected):
+        raise ConditionalWriteUnsupported(f"no conditional writes for {key!r}: {code}") from e
+    raise e
+
+
 @dataclass(frozen=True, slots=True)
 class Put:
     """One object for ``write_many``."""
@@ -234,6 +307,24 @@ def read(storage: Storage, key: str) -> bytes:
             return response["Body"].read()
         with storage.open(key, "rb") as f:
             return f.read()
+
+
+def sha256(storage: Storage, key: str) -> str:
+    """The sha256 (hex) of the object at ``key``, streamed; ``ObjectNotFound`` if none."""
+    check_key(key)
+    digest = hashlib.sha256()
+    with _translate(key):
+        if is_s3(storage):
+            response = storage.connection.meta.client.get_object(
+                Bucket=storage.bucket_name, Key=_s3_name(storage, key)
+            )
+            for block in response["Body"].iter_chunks(BLOCK):
+                digest.update(block)
+        else:
+            with storage.open(key, "rb") as f:
+                while block := f.read(BLOCK):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def delete(storage: Storage, key: str) -> None:
@@ -325,6 +416,34 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_copy(path: Path, source: IO[bytes], md5: str | None, *, if_absent: bool) -> bool:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        with os.fdopen(fd, "wb") as f:
+            while block := source.read(BLOCK):
+                digest.update(block)
+                f.write(block)
+        if md5 and digest.hexdigest() != md5:
+            raise ContentMismatch(f"the bytes copied to {path.name!r} changed while read")
+        os.chmod(tmp, 0o644)
+        if not if_absent:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # unlike a rename, never replaces an existing file
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -10,6 +10,9 @@ key rules and ``planning`` the queries applying them, ``report`` the counters an
 
 * ``options``: what a run was asked to do, and the names every step shares.
 * ``runs``: create, resume, detach and drive a run; its states, step by step; the dry run.
+
+  * ``heartbeat``: a detached run's proof of life while a worker scans and plans it.
+
 * ``scanning``: the tree stored as one row per path, unchanged files not read again.
 
   * ``scan`` (pure): stream a legacy tree into ``ScanEntry`` records (classified,

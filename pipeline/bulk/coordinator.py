@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from pipeline import dispatch
+from pipeline.bulk.heartbeat import take_over
 from pipeline.bulk.reporting import migration_report, touched_rows
 from pipeline.conf import pipeline_settings
 from pipeline.fields import Status
@@ -146,14 +147,28 @@ def migration_sweep() -> int:
     chunks queued longer than ``STALE_CHUNK_AFTER`` are published again, and a run whose
     work is over is finished (rows left pending are ``media_sweep_stale``'s). Returns how
     many runs were looked at.
+
+    A detached run still scanning or planning whose heartbeat is older than
+    ``STALE_START_AFTER`` lost its worker (and its ``start_run`` message with it): it is
+    started again, and resumes where it stopped (``heartbeat``).
     """
+    conf = pipeline_settings()["MIGRATION"]
+    silent = timezone.now() - timedelta(seconds=conf["STALE_START_AFTER"])
+    starting = MigrationRun.objects.filter(
+        state__in=[Run.SCANNING, Run.PLANNING], heartbeat_at__lt=silent
+    )
+    restarted = list(starting.order_by("pk").values_list("pk", flat=True))
+    for run_id in restarted:
+        if take_over(run_id, before=silent):  # one sweep restarts it, not two
+            logger.warning("migration run %s: its worker went silent; started again", run_id)
+            dispatch.send(dispatch.START_RUN, run_id)
     unfinished = MigrationRun.objects.filter(state__in=[Run.RUNNING, Run.PROCESSING])
     run_ids = list(unfinished.order_by("pk").values_list("pk", flat=True))
     for run_id in run_ids:
         # No ``follow``: each sweep would start one more coordinator following the run.
         migration_top_up(run_id=run_id)
         migration_advance(run_id=run_id)
-    return len(run_ids)
+    return len(run_ids) + len(restarted)
 
 
 def migration_advance(*, run_id: int, follow: bool = False) -> str:

@@ -11,7 +11,7 @@ unless they were edited in between.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +64,11 @@ class _BatchIndex:
         return index
 
 
-def resolve_links(run: MigrationRun, opts: Options) -> None:
-    """One ``MigrationLink`` per row of each target whose value is not already a key."""
+def resolve_links(
+    run: MigrationRun, opts: Options, *, heartbeat: Callable[[], None] | None = None
+) -> None:
+    """One ``MigrationLink`` per row of each target whose value is not already a key
+    (``heartbeat`` called after each batch: millions of rows take a while)."""
     for label in opts.targets:
         target = target_of(label)
         name, status = target.field.name, target.col("status")
@@ -82,6 +85,8 @@ def resolve_links(run: MigrationRun, opts: Options) -> None:
             MigrationLink.objects.bulk_create(
                 _links_for(run, opts, label, batch), ignore_conflicts=True
             )
+            if heartbeat:
+                heartbeat()
 
 
 def _links_for(

@@ -11,7 +11,7 @@ key range checks a whole chunk.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.db import connection, models, transaction
@@ -35,17 +35,22 @@ Link = MigrationLink.State
 Run = MigrationRun.State
 
 
-def migration_plan(*, run_id: int) -> None:
-    """Keys, links, orphans and chunks of a scanned run (see the module docstring)."""
+def migration_plan(*, run_id: int, heartbeat: Callable[[], None] | None = None) -> None:
+    """Keys, links, orphans and chunks of a scanned run (see the module docstring).
+
+    ``heartbeat`` is called between the steps (``heartbeat.Heartbeat`` writes when due)."""
+    beat = heartbeat or _no_beat
     run = MigrationRun.objects.get(pk=run_id)
     if run.state != Run.PLANNING:
         return
     opts = Options.of(run)
     images = MigrationItem.objects.filter(run=run, kind=Kind.IMAGE)
+    beat()
     with transaction.atomic():
         if not images.filter(canonical=True).exists():
             _plan_keys(run, opts)
-    resolve_links(run, opts)
+    resolve_links(run, opts, heartbeat=beat)
+    beat()
     empty = next(iter(storage.list_objects(storage.primary(), f"{opts.prefix}/")), None) is None
     with transaction.atomic():
         if not MigrationChunk.objects.filter(run=run).exists():
@@ -55,6 +60,10 @@ def migration_plan(*, run_id: int) -> None:
         MigrationRun.objects.filter(pk=run_id, state=Run.PLANNING).update(
             state=Run.RUNNING, planned_at=timezone.now(), bucket_was_empty=empty
         )
+
+
+def _no_beat() -> None:
+    pass
 
 
 def _plan_keys(run: MigrationRun, opts: Options) -> None:

@@ -151,10 +151,11 @@ def _tree_unchanged(
     """Whether the walk of the folder yields exactly ``base``'s scan rows, in order (a walk of
     ``stat``: unchanged files are not read; it stops at the first difference)."""
     reuse = PreviousScan(base.pk)
-    probe = functools.partial(probe_image, profile=pipeline_settings().profile())
+    profile = pipeline_settings().profile()
+    probe = functools.partial(probe_image, profile=profile)
     before = _items_in_order(base.pk, _SAME_ITEM)
     count = 0
-    for entry in scan(run.source, probe=probe, reuse=reuse):
+    for entry in scan(run.source, probe=probe, reuse=reuse, max_bytes=profile.max_bytes):
         now = item(run.pk, entry, opts.prefix, reuse.natural_key(entry.path, opts.prefix))
         then = next(before, None)
         if then is None or any(then[f] != now[f] for f in _SAME_ITEM):

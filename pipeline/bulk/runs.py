@@ -23,6 +23,7 @@ a transaction it rolls back.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
@@ -37,6 +38,7 @@ from pipeline.bulk.coordinator import (
     migration_claim_chunk,
     migration_top_up,
 )
+from pipeline.bulk.heartbeat import Heartbeat, Superseded, take_over
 from pipeline.bulk.options import BATCH, Options
 from pipeline.bulk.planning import migration_plan
 from pipeline.bulk.report import Report
@@ -44,6 +46,8 @@ from pipeline.bulk.reporting import migration_report, touched_rows
 from pipeline.bulk.scanning import migration_scan
 from pipeline.fields import Status
 from pipeline.models import MigrationChunk, MigrationRun
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "dry_run",
@@ -82,8 +86,11 @@ def migration_requeue(*, run_id: int) -> None:
     never happened): queued chunks are queued again, and the run's rows still pending are
     queued for processing again. Work that was not lost is then done twice, harmlessly: a
     chunk is idempotent, and the older processing task finds a newer revision and stops.
-    A failed run continues from the step it failed in."""
+    A failed run continues from the step it failed in. Whoever resumes a run drives its
+    scan and plan: its heartbeat is cleared, so a worker still at them stops at its next
+    renewal and the sweep leaves the run to the command (``--detach`` stamps a new one)."""
     run = MigrationRun.objects.get(pk=run_id)
+    MigrationRun.objects.filter(pk=run_id).update(heartbeat_at=None)
     MigrationChunk.objects.filter(run=run, state=Chunk.QUEUED).update(state=Chunk.PENDING)
     if run.state == Run.FAILED:
         state = (
@@ -112,15 +119,23 @@ def migration_detach(*, run_id: int) -> None:
     """Hand a run over to the workers (``--detach``), whatever step it is at."""
     state = MigrationRun.objects.values_list("state", flat=True).get(pk=run_id)
     if state in (Run.SCANNING, Run.PLANNING):
+        take_over(run_id)  # from now on, a silence is noticed by the sweep (a lost message)
         dispatch.send(dispatch.START_RUN, run_id)
     elif state in (Run.RUNNING, Run.PROCESSING):
         dispatch.send(dispatch.COORDINATE, run_id)
 
 
 def migration_start(*, run_id: int) -> None:
-    """Scan, plan and start the fan-out (``--detach``: all of it in a worker)."""
-    migration_scan(run_id=run_id)
-    migration_plan(run_id=run_id)
+    """Scan, plan and start the fan-out (``--detach``: all of it in a worker), with a
+    heartbeat renewed all along (``heartbeat``); stops if the run is started elsewhere."""
+    beat = Heartbeat(run_id)
+    beat.start()
+    try:
+        migration_scan(run_id=run_id, heartbeat=beat)
+        migration_plan(run_id=run_id, heartbeat=beat)
+    except Superseded:
+        logger.warning("migration run %s: started again elsewhere; this start stops", run_id)
+        return
     migration_drive(run_id=run_id)
 
 

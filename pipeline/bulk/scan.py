@@ -21,6 +21,10 @@ Why it looks like this:
   Every other regular file is opened and sniffed by the imaging engine's header probe
   (the extension is never trusted): ``image``, ``not_image`` (the probe said "not an
   image: ...") or ``rejected`` (empty, unreadable, or refused for any other reason).
+* **Too large, never opened.** A file larger than ``max_bytes`` (the profile's file size
+  limit, which processing would enforce anyway) is ``rejected`` from its size as listed
+  ("3 MiB exceeds the 1 MiB file size limit"), before it is opened: a 4 GB video in a
+  media folder costs one ``stat``, not a 4 GB read.
 * **One read per file.** sha256 (our content identity) and md5 (to compare with the ETag
   of a single-part S3 upload) are computed in the same streaming pass that feeds the
   probe. The probe sees only a head of the file: 64 KiB, grown 4x at a time (up to
@@ -198,6 +202,7 @@ class _Walk:
     max_depth: int
     checksum_all: bool
     reuse: Reuse | None = None
+    max_bytes: int | None = None
     stack: list[_Frame] = field(default_factory=list)
     on_path: set[tuple[int, int]] = field(default_factory=set)
 
@@ -209,6 +214,7 @@ def scan(
     max_depth: int = 64,
     checksum_all: bool = True,
     reuse: Reuse | None = None,
+    max_bytes: int | None = None,
 ) -> Iterator[ScanEntry]:
     """Yield one ``ScanEntry`` per file (and per skipped directory) under ``root``, lazily.
 
@@ -216,6 +222,7 @@ def scan(
     ``checksum_all=False`` stops reading a file as soon as it is known not to be an image
     (no checksums for not-images), for trees full of large non-image files.
     ``reuse`` lets a re-scan skip reading unchanged files (see the module docstring).
+    ``max_bytes``: larger files are rejected from their size, unopened (None: no limit).
     Raises ``NotADirectoryError`` if ``root`` is not a directory.
     """
     root_real = os.path.realpath(root)
@@ -228,6 +235,7 @@ def scan(
             max_depth=max_depth,
             checksum_all=checksum_all,
             reuse=reuse,
+            max_bytes=max_bytes,
         )
     )
 
@@ -318,6 +326,20 @@ def _visit(w: _Walk, frame: _Frame, entry: os.DirEntry[str]) -> Iterator[ScanEnt
         return
     if not stat.S_ISREG(st.st_mode):
         yield _rejected(rel, "not a regular file")
+        return
+    if w.max_bytes is not None and st.st_size > w.max_bytes:
+        # Before any reuse too: the limit may have been lowered since the earlier scan.
+        too_large = f"{_mib(st.st_size)} exceeds the {_mib(w.max_bytes)} file size limit"
+        yield ScanEntry(
+            rel,
+            st.st_size,
+            None,
+            None,
+            Kind.REJECTED,
+            reason=too_large,
+            via_link=via_link,
+            mtime_ns=st.st_mtime_ns,
+        )
         return
     known = w.reuse(rel, st.st_size, st.st_mtime_ns) if w.reuse and st.st_size else None
     found = known or _scan_file(w, rel, real_path, st.st_size)
@@ -462,6 +484,13 @@ def _is_utf8(text: str) -> bool:
 def _displayable(text: str) -> str:
     """A printable stand-in for a name that is not UTF-8 (bytes shown as ``\\xNN``)."""
     return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _mib(size: int) -> str:
+    """A size as the imaging engine words it in its own limit's reason."""
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.3g} MiB"
+    return f"{size / 1024:.3g} KiB" if size >= 1024 else f"{size} bytes"
 
 
 def _strerror(e: OSError) -> str:

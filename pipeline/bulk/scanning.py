@@ -32,26 +32,35 @@ __all__ = ["migration_scan"]
 Run = MigrationRun.State
 
 
-def migration_scan(*, run_id: int, progress: Callable[[int], None] | None = None) -> int:
+def migration_scan(
+    *,
+    run_id: int,
+    progress: Callable[[int], None] | None = None,
+    heartbeat: Callable[[], None] | None = None,
+) -> int:
     """Store the scan of the run's folder; returns the number of entries stored.
 
     Resumable: entries already stored are kept (and not read again), the rest are added.
+    ``heartbeat`` is called at every entry (``heartbeat.Heartbeat`` writes when due).
     """
     run = MigrationRun.objects.get(pk=run_id)
     if run.state != Run.SCANNING:
         return 0
     opts = Options.of(run)
-    if answer_unchanged(run, opts, progress):
+    if answer_unchanged(run, opts, _beating(progress, heartbeat)):
         return 0
     reference = _reference_run(run)
     reuse = PreviousScan(reference) if reference else None
-    probe = functools.partial(probe_image, profile=pipeline_settings().profile())
+    profile = pipeline_settings().profile()
+    probe = functools.partial(probe_image, profile=profile)
     writer = _ItemWriter()
     count = 0
-    for entry in scan(run.source, probe=probe, reuse=reuse):
+    for entry in scan(run.source, probe=probe, reuse=reuse, max_bytes=profile.max_bytes):
         natural = reuse.natural_key(entry.path, opts.prefix) if reuse else None
         writer.add(item(run.pk, entry, opts.prefix, natural))
         count += 1
+        if heartbeat:
+            heartbeat()
         if len(writer.rows) >= BATCH:
             writer.flush()
             if progress:
@@ -64,6 +73,22 @@ def migration_scan(*, run_id: int, progress: Callable[[int], None] | None = None
     )
     logger.info("migration run %s: scanned %d entries of %s", run_id, count, run.source)
     return count
+
+
+def _beating(
+    progress: Callable[[int], None] | None, heartbeat: Callable[[], None] | None
+) -> Callable[[int], None] | None:
+    """``progress`` that also renews the heartbeat (the unchanged-tree walk reports every
+    ``BATCH`` entries of ``stat`` alone: often enough)."""
+    if heartbeat is None:
+        return progress
+
+    def both(count: int) -> None:
+        heartbeat()
+        if progress:
+            progress(count)
+
+    return both
 
 
 def _reference_run(run: MigrationRun) -> int | None:

@@ -12,11 +12,26 @@ bytes, and wastes none of the S3 server's capacity:
   that is an MD5 (every single-part upload, ``aws s3 cp`` of files under 8 MB included),
   else by size and then by reading it back (multipart ETags, local folders). A different
   object at the key is never overwritten: the file fails with that reason.
+* **Never overwritten, even in a race.** The listing is a snapshot: another run, or a
+  person, may store an object at one of our keys after it (or after planning found the
+  prefix empty and nothing was listed). So every PUT is conditional (``If-None-Match:
+  *``; a hard link on local folders): a 412 means an object arrived meanwhile, and it is
+  looked at (HEAD) and judged as the listing would have judged it (present, or the file
+  fails). An S3-compatible server without conditional writes (501 NotImplemented, or the
+  header rejected) gets a HEAD of the key before a plain PUT instead, per file: a narrow
+  window remains there, as with the listing alone (and a server that silently ignores
+  the header is guarded by the listing alone, as before).
 * **Concurrent uploads, one client.** Uploads run on a thread pool that lives as long as
   the worker process, all threads sharing the storage's boto3 client (thread-safe) and its
   connection pool; the pool is never larger than the client's ``max_pool_connections``.
-* **What is uploaded is what was scanned.** Each file is read once, inside the tree (a
-  path that became a link out of it is refused), and its sha256 checked against the scan.
+* **What is uploaded is what was scanned, streamed.** Each file is opened inside the tree
+  (a path that became a link out of it is refused), hashed in blocks and its sha256
+  checked against the scan, then uploaded from the open file in one PUT (never whole in
+  memory) with the MD5 of that pass as Content-MD5: if the file changes in between, S3
+  refuses the bytes and the file fails as "changed since the scan". One PUT rather than
+  a multipart upload keeps the ETag an MD5 (so later runs compare by the listing alone);
+  files are bounded by the profile's ``max_bytes`` (the scan rejects larger ones), far
+  below the 5 GB of a single PUT.
 """
 
 from __future__ import annotations
@@ -26,12 +41,17 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from django.core.files.storage import Storage
 
 from pipeline import storage
-from pipeline.errors import PermanentError
+from pipeline.errors import (
+    ConditionalWriteUnsupported,
+    ContentMismatch,
+    PermanentError,
+    StorageUnavailable,
+)
 
 __all__ = ["Outcome", "Upload", "content_type_for", "same_listing", "transfer"]
 
@@ -101,12 +121,8 @@ def transfer(
         info = found.get(u.key)
         if info is None:
             missing.append(u)
-        elif _same_content(target, info, u):
-            outcomes.append(Outcome(u.item_id, "present"))
         else:
-            outcomes.append(
-                Outcome(u.item_id, "failed", f"a different object is already at {u.key}")
-            )
+            outcomes.append(_found(target, info, u))
     if dry_run:
         return outcomes + [Outcome(u.item_id, "uploaded") for u in missing]
     client = _shared_client(target)
@@ -150,34 +166,78 @@ def same_listing(info: storage.ObjectInfo, size: int, md5: str | None) -> bool:
     return info.size == size
 
 
+def _found(target: Storage, info: storage.ObjectInfo, u: Upload) -> Outcome:
+    """What an object already at the upload's key means: ours already, or someone else's."""
+    if _same_content(target, info, u):
+        return Outcome(u.item_id, "present")
+    return Outcome(u.item_id, "failed", f"a different object is already at {u.key}")
+
+
 def _same_content(target: Storage, info: storage.ObjectInfo, u: Upload) -> bool:
     if not same_listing(info, u.size, u.md5):
         return False
     if info.etag and _MD5.fullmatch(info.etag) and u.md5:
         return True
-    return hashlib.sha256(storage.read(target, u.key)).hexdigest() == u.sha256
+    return storage.sha256(target, u.key) == u.sha256
 
 
 def _put(target: Storage, client: Any, root: str, u: Upload) -> Outcome:
+    changed = "changed since the scan (run the migration again)"
     try:
-        data = _read_inside(root, u.path)
+        f = _open_inside(root, u.path)
     except OSError as e:
         return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
     except PermanentError as e:
         return Outcome(u.item_id, "failed", e.reason)
-    if hashlib.sha256(data).hexdigest() != u.sha256:
-        return Outcome(u.item_id, "failed", "changed since the scan (run the migration again)")
-    storage.write(target, u.key, data, content_type=content_type_for(u.format), client=client)
-    return Outcome(u.item_id, "uploaded")
+    with f:
+        try:
+            sha256, md5 = _digests(f)
+        except OSError as e:
+            return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
+        if sha256 != u.sha256:
+            return Outcome(u.item_id, "failed", changed)
+        f.seek(0)
+        try:
+            return _store(target, client, u, f, md5)
+        except ContentMismatch:  # edited between the hashing and the upload
+            return Outcome(u.item_id, "failed", changed)
 
 
-def _read_inside(root: str, rel: str) -> bytes:
+def _store(target: Storage, client: Any, u: Upload, f: IO[bytes], md5: str) -> Outcome:
+    """Write only where no object is (see the module docstring); an object found there
+    instead is judged as one found by the listing."""
+    params = {"content_type": content_type_for(u.format), "md5": md5, "client": client}
+    try:
+        if storage.write_file(target, u.key, f, if_absent=True, **params):
+            return Outcome(u.item_id, "uploaded")
+    except ConditionalWriteUnsupported:
+        # A server without conditional writes: look at the key, then write plainly. Only
+        # another writer in the instant between the two can still be overwritten.
+        if storage.head(target, u.key) is None:
+            f.seek(0)
+            storage.write_file(target, u.key, f, **params)
+            return Outcome(u.item_id, "uploaded")
+    info = storage.head(target, u.key)
+    if info is None:  # written and deleted again since: the chunk's retry sees anew
+        raise StorageUnavailable(f"the object at {u.key!r} came and went during the upload")
+    return _found(target, info, u)
+
+
+def _open_inside(root: str, rel: str) -> IO[bytes]:
     path = os.path.join(root, *rel.split("/"))
     real = os.path.realpath(path)
     if not real.startswith(root.rstrip(os.sep) + os.sep):
         raise PermanentError("link outside the tree")
-    with open(real, "rb") as f:
-        return f.read()
+    return open(real, "rb")  # the caller closes it
+
+
+def _digests(f: IO[bytes]) -> tuple[str, str]:
+    """sha256 and MD5 (hex) of the rest of ``f``, in one pass of blocks."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    while block := f.read(storage.BLOCK):
+        sha256.update(block)
+        md5.update(block)
+    return sha256.hexdigest(), md5.hexdigest()
 
 
 def _shared_client(target: Storage) -> Any:

@@ -47,6 +47,11 @@ class MigrationRun(models.Model):
     planned_at = models.DateTimeField(null=True, blank=True)
     uploaded_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Renewed by the worker scanning and planning a detached run (heartbeat).",
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -30,7 +30,13 @@ from pipeline.bulk.report import Report
 from pipeline.bulk.scan import Kind, scan
 from pipeline.fields import Status
 from pipeline.models import MediaAsset, MigrationChunk, MigrationRun
-from tests.conftest import PHOTOS, database_url_for_worker, wait_for
+from tests.conftest import (
+    PHOTOS,
+    database_url_for_worker,
+    kill_worker,
+    replace_worker,
+    wait_for,
+)
 from tests.services import PRIMARY_BUCKET, PUBLIC_BUCKET, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -338,6 +344,73 @@ def test_detached_run_finishes_in_the_workers_and_stores_its_report(
     # Following it afterwards just prints the stored report.
     _, table = migrate(str(legacy.root), "--resume", str(run.pk))
     assert f"run {run.pk}" in table and "rows re-linked" in table
+
+
+def test_a_detached_run_whose_worker_dies_while_scanning_is_started_again(
+    celery_worker, s3_proxy, s3, clean_buckets, legacy, published
+):
+    """The worker scanning a detached run is killed (start_run is acknowledged on receipt:
+    its message is gone with it). Its heartbeat stops; once it is older than
+    ``STALE_START_AFTER`` the sweep publishes start_run again, and the run ends as an
+    uninterrupted one would."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pipeline.bulk import tasks as migration_tasks
+    from pipeline.bulk.coordinator import migration_sweep
+
+    # Large files that are not images (zeros, sparse: no disk), read whole for their
+    # checksums: a scan of several seconds.
+    slow = legacy.root / "archive"
+    slow.mkdir()
+    for i in range(16):
+        with open(slow / f"dump-{i:02}.bin", "wb") as f:
+            f.truncate(40 * 1024 * 1024)
+    call_command(
+        "migrate_media", str(legacy.root), "--model", MODEL, "--detach", stdout=io.StringIO()
+    )
+    run = MigrationRun.objects.get()
+    detached_beat = run.heartbeat_at
+    assert detached_beat is not None  # set when published: a lost message is noticed too
+
+    def scanning() -> bool:
+        fresh = MigrationRun.objects.get(pk=run.pk)
+        return fresh.state == MigrationRun.State.SCANNING and fresh.heartbeat_at != detached_beat
+
+    wait_for(scanning, timeout=60, what="the worker to start scanning")
+    kill_worker(celery_worker)
+    assert MigrationRun.objects.get(pk=run.pk).state == MigrationRun.State.SCANNING
+    replace_worker(celery_worker, s3_endpoint=s3_proxy.url)
+
+    # A fresh heartbeat: the run is left alone (its worker may be alive).
+    published.clear()
+    migration_sweep()
+    assert "pipeline.migration.tasks.start_run" not in published
+    # Silent for longer than STALE_START_AFTER: taken for dead, started again.
+    MigrationRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    migration_tasks.sweep_runs.delay()
+
+    def done() -> MigrationRun | None:
+        fresh = MigrationRun.objects.get(pk=run.pk)
+        return fresh if fresh.state == MigrationRun.State.DONE else None
+
+    finished = wait_for(done, timeout=240, what="the restarted run to finish")
+    report = Report.from_dict(finished.report)
+    counts = legacy.sample.counts
+    assert report.files_scanned == len(legacy.sample.expected) + 16
+    assert report.not_images == counts[Kind.NOT_IMAGE] + 16
+    assert (report.images, report.rejected_count) == (counts[Kind.IMAGE], counts[Kind.REJECTED])
+    assert report.uploaded + report.already_present == counts["unique_images"]
+    assert report.failed == {}
+    assert set(bucket(s3, PRIMARY_BUCKET)) == legacy.keys
+    for pk, value in legacy.rows.items():
+        if legacy.expected_key(value):
+            photo = Photo.objects.get(pk=pk)
+            assert (photo.image.name, photo.image_status) == (
+                legacy.expected_key(value),
+                Status.READY,
+            )
 
 
 def test_a_row_edited_during_the_migration_is_left_as_it_is(s3, clean_buckets, legacy):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import tracemalloc
 import types
 from collections.abc import Callable
@@ -435,3 +436,42 @@ def test_root_must_be_a_directory(tmp_path: Path) -> None:
         scan(tmp_path / "file.jpg")
     with pytest.raises(NotADirectoryError):
         scan(tmp_path / "missing")
+
+
+_opened: list[str] | None = None
+
+
+def _record_opens(event: str, args: tuple[object, ...]) -> None:
+    if event == "open" and _opened is not None:
+        _opened.append(os.fsdecode(args[0]) if isinstance(args[0], str | bytes) else "")
+
+
+sys.addaudithook(_record_opens)  # audit hooks stay for the process: inert unless recording
+
+
+def test_a_file_over_the_size_limit_is_rejected_from_its_size_unopened(tmp_path: Path) -> None:
+    global _opened
+    (tmp_path / "small.jpg").write_bytes(jpeg_bytes())
+    big = tmp_path / "big.jpg"
+    big.write_bytes(jpeg_bytes())
+    os.truncate(big, 3 * 1024 * 1024)  # sparse: a size on disk, nothing to read
+    if os.geteuid() != 0:
+        big.chmod(0)  # opening it would say "unreadable"; root reads it anyway
+    recorder = RecordingProbe()
+    _opened = []
+    try:
+        found = by_path(list(scan(tmp_path, probe=recorder, max_bytes=1024 * 1024)))
+    finally:
+        opened, _opened = _opened, None
+    assert found["big.jpg"] == ScanEntry(
+        "big.jpg",
+        3 * 1024 * 1024,
+        None,
+        None,
+        Kind.REJECTED,
+        reason="3 MiB exceeds the 1 MiB file size limit",
+        mtime_ns=big.stat().st_mtime_ns,
+    )
+    assert found["small.jpg"].is_image
+    assert len(recorder.heads) == 1  # the small one only
+    assert str(big) not in opened and str(tmp_path / "small.jpg") in opened

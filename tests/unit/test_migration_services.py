@@ -23,7 +23,7 @@ from pipeline.bulk.options import Options
 from pipeline.bulk.plan import plan, standard_key
 from pipeline.bulk.planning import migration_plan
 from pipeline.bulk.reporting import migration_report
-from pipeline.bulk.runs import migration_create
+from pipeline.bulk.runs import migration_create, migration_requeue
 from pipeline.bulk.scan import Kind, scan
 from pipeline.bulk.scanning import migration_scan
 from pipeline.models import MigrationChunk, MigrationItem, MigrationLink, MigrationRun
@@ -263,3 +263,77 @@ def test_the_command_looks_when_the_pace_says_the_phase_ends(monkeypatch) -> Non
     # in 2.25 s: the 10 left are about 23 ms away (raised to the 50 ms floor).
     assert slept[:5] == [0.05, 0.1, 0.2, 0.4, 0.5]
     assert slept[5:] == [0.5, 0.5, 0.05]
+
+
+def test_files_over_the_profile_size_limit_are_rejected_and_reported(tmp_path, settings) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "small.jpg").write_bytes((PHOTOS / "23_flower_300.jpg").read_bytes())
+    with open(root / "huge.jpg", "wb") as f:
+        f.write((PHOTOS / "23_flower_300.jpg").read_bytes())
+        f.truncate(3 * 1024 * 1024)
+    settings.PIPELINE = {**settings.PIPELINE, "PROFILES": {"default": {"max_bytes": 1024**2}}}
+
+    run = planned_run(root)
+
+    huge = MigrationItem.objects.get(run=run, path="huge.jpg")
+    reason = "3 MiB exceeds the 1 MiB file size limit"
+    assert (huge.kind, huge.reason, huge.size, huge.sha256) == (Kind.REJECTED, reason, 3 << 20, "")
+    assert huge.state == Item.SKIPPED and huge.chunk_id is None
+    report = migration_report(run_id=run.pk)
+    assert report.rejected == {reason: ["huge.jpg"]}
+    assert report.images == 1
+
+
+def test_a_heartbeat_renews_when_due_and_stops_a_superseded_worker(tmp_path, monkeypatch) -> None:
+    from pipeline.bulk import heartbeat
+
+    run = migration_create(source=str(tmp_path), options=Options.build())
+    beat = heartbeat.Heartbeat(run.pk)
+    beat.start()
+    first = MigrationRun.objects.get(pk=run.pk).heartbeat_at
+    beat()  # not due yet: nothing written
+    assert MigrationRun.objects.get(pk=run.pk).heartbeat_at == first
+    monkeypatch.setattr(heartbeat, "EVERY", 0.0)
+    beat._due = 0.0
+    beat()
+    assert MigrationRun.objects.get(pk=run.pk).heartbeat_at > first
+    # Started again elsewhere (the sweep took the run over): this worker must stop.
+    assert heartbeat.take_over(run.pk)
+    with pytest.raises(heartbeat.Superseded):
+        beat()
+    # Resumed by hand (the command drives it now): the same.
+    beat.start()
+    migration_requeue(run_id=run.pk)
+    assert MigrationRun.objects.get(pk=run.pk).heartbeat_at is None
+    with pytest.raises(heartbeat.Superseded):
+        beat()
+
+
+def test_the_sweep_starts_again_only_runs_whose_start_went_silent(
+    tmp_path, settings, monkeypatch
+) -> None:
+    from pipeline import dispatch
+    from pipeline.bulk import coordinator
+
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+    monkeypatch.setattr(dispatch, "send", lambda name, *args, **kw: sent.append((name, args)))
+    settings.PIPELINE = {**settings.PIPELINE, "MIGRATION": {"STALE_START_AFTER": 60}}
+    old = timezone.now() - timedelta(seconds=61)
+    runs = {}
+    for name, state, beat in [
+        ("silent", MigrationRun.State.SCANNING, old),
+        ("planning", MigrationRun.State.PLANNING, old),
+        ("alive", MigrationRun.State.SCANNING, timezone.now()),
+        ("not detached", MigrationRun.State.SCANNING, None),  # the command scans it
+        ("done", MigrationRun.State.DONE, old),
+    ]:
+        runs[name] = MigrationRun.objects.create(source=f"/{name}", state=state, heartbeat_at=beat)
+
+    coordinator.migration_sweep()
+    coordinator.migration_sweep()  # restarted once: its heartbeat was taken over
+
+    assert sent == [
+        (dispatch.START_RUN, (runs["silent"].pk,)),
+        (dispatch.START_RUN, (runs["planning"].pk,)),
+    ]
