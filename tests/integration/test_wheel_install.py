@@ -330,7 +330,9 @@ def test_wheel_holds_the_app_alone(wheel: Path):
         assert any(r.startswith(needed) for r in requires), (needed, requires)
     for project_only in PROJECT_ONLY:
         assert not any(r.startswith(project_only) for r in requires), project_only
-    assert "==" not in " ".join(requires)  # ranges, not pins
+    # Ranges, not pins (an extra's marker, `extra == "heif"`, is not a pin).
+    assert "==" not in " ".join(r.split(";")[0] for r in requires)
+    assert any(r.startswith("pillow-heif") and "extra == 'heif'" in r for r in requires)
 
 
 def test_new_project_migrates_and_checks(site: Site):
@@ -359,9 +361,10 @@ def test_saved_image_is_processed_into_the_public_folder(site: Site):
         path = public / entry["key"]
         assert path.is_file(), entry
         assert path.stat().st_size == entry["bytes"], entry
-    # 800 px wide at 4:3: 320 and 640 are rendered, 1024 would upscale and is skipped.
+    # 800 px wide at 4:3: 320 and 640 are rendered, 1024 would upscale and is skipped; the
+    # image's own width, 800, is the widest variant instead.
     widths = {v["width"] for v in manifest["variants"]}
-    assert widths == {320, 640}
+    assert widths == {320, 640, 800}
     assert {v["format"] for v in manifest["variants"]} >= {"avif", "webp", "jpeg"}
     assert report["picture"].startswith("<picture>")
     assert 'type="image/avif"' in report["picture"]
