@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-imaging bench-everyday bench-migration clean
+.PHONY: demo test lint bench-imaging bench-everyday bench-migration bench-migration-scale clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-everyday: $(VENV)/.installed-bench
 
 bench-migration: $(VENV)/.installed-bench
 	$(BIN)/python bench/migration.py
+
+bench-migration-scale: $(VENV)/.installed-bench
+	$(BIN)/python bench/migration_scale.py
 
 clean:
 	rm -rf var/

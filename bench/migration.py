@@ -273,8 +273,11 @@ class Stack:
         pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket)
         return sum(len(page.get("Contents", ())) for page in pages)
 
-    def new_target(self, label: str) -> Target:
-        """A fresh database (migrated), two fresh buckets and a var dir of their own."""
+    def new_target(self, label: str, *, folder_buckets: bool = False) -> Target:
+        """A fresh database (migrated), two fresh buckets and a var dir of their own.
+
+        ``folder_buckets``: the buckets are folders in the var dir (the project's embedded
+        default when no bucket is named), not buckets of moto_server."""
         self.targets += 1
         n = self.targets
         var_dir = self.root / f"target-{n}-{label}"
@@ -293,9 +296,13 @@ class Stack:
             "DATABASE_URL": db_url,
             "REDIS_URL": redis,
             "PIPELINE_VAR_DIR": str(var_dir),
-            "PIPELINE_PRIMARY_BUCKET": self.fresh_bucket(f"bench-{n}-{label}-primary"),
-            "PIPELINE_PUBLIC_BUCKET": self.fresh_bucket(f"bench-{n}-{label}-public"),
         }
+        if folder_buckets:
+            env.pop("PIPELINE_PRIMARY_BUCKET", None)
+            env.pop("PIPELINE_PUBLIC_BUCKET", None)
+        else:
+            env["PIPELINE_PRIMARY_BUCKET"] = self.fresh_bucket(f"bench-{n}-{label}-primary")
+            env["PIPELINE_PUBLIC_BUCKET"] = self.fresh_bucket(f"bench-{n}-{label}-public")
         target = Target(stack=self, label=label, env=env, var_dir=var_dir)
         target.manage("migrate", "--verbosity", "0")
         return target
@@ -431,14 +438,16 @@ def _pg_admin_url(database_url: str) -> str:
     return urlunsplit(parts._replace(path="/postgres"))
 
 
-def start_stack(root: Path) -> Stack:
+def start_stack(root: Path, *, moto: bool = True) -> Stack:
+    """Private Redis (and ``moto_server`` unless ``moto=False``) under ``root``."""
     # A private Redis even when REDIS_URL is set: nothing else may share the broker.
     os.environ.pop("REDIS_URL", None)
     services = Services(var_dir=root / "services")
     services.var_dir.mkdir()
     try:
         services.start_redis()
-        services.start_moto()
+        if moto:
+            services.start_moto()
     except BaseException:
         services.stop()
         raise
