@@ -29,6 +29,13 @@ gained, and the disk used (database, bucket folder). The per-file time at ``--fi
 over the per-file time at ``--compare`` must be at most 1.3 (no quadratic step), the
 command's peak RSS at ``--files`` at most 250 MiB, and the broker's peak bounded by the
 chunks in flight (``MAX_CHUNKS_IN_FLIGHT``), not the files. The last line is JSON.
+
+To find a step that grows with the run before it shows in wall time, also: each phase's
+time (from the command's output), the mean time of the first and the last tenth of the
+chunk tasks, the command's CPU and bytes read while it only watches the chunks run, the
+bytes the worker's processes read (``/proc/<pid>/io``: SQLite's page reads count, so a
+query that reads the whole run once per chunk shows as reads per file growing with the
+files), and, on PostgreSQL, the CPU of the server's processes (all its sessions).
 """
 
 from __future__ import annotations
@@ -330,6 +337,7 @@ class Result:
     command_cpu: float = 0.0
     worker_cpu: float = 0.0
     others_cpu: float = 0.0
+    db_server_cpu: float | None = None  # PostgreSQL's processes (all their sessions)
     peak_rss_kib: int = 0
     rss_series: list[tuple[float, int]] = field(default_factory=list)
     worker_hwm: list[int] = field(default_factory=list)  # main process first, KiB
@@ -436,6 +444,8 @@ def run_size(stack: Stack, root: Path, files: int, per_folder: int) -> Result:
     machine0, self0 = machine_cpu(), self_cpu()
     redis_pid = stack.redis_pid
     redis0 = _proc_cpu(redis_pid, reaped=False) if redis_pid else 0.0
+    postgres = stack.pg_admin_url is not None
+    db0 = _postgres_cpu() if postgres else 0.0
     with log_file.open("wb") as log:
         start, launched = time.perf_counter(), datetime.now()
         proc = subprocess.Popen(args, cwd=REPO, env=target.env, stdout=log, stderr=log)
@@ -454,6 +464,9 @@ def run_size(stack: Stack, root: Path, files: int, per_folder: int) -> Result:
     result.command_cpu = usage.ru_utime + usage.ru_stime
     result.worker_cpu = worker_cpu
     ours = result.command_cpu + worker_cpu + redis_cpu + self_cpu() - self0
+    if postgres:
+        result.db_server_cpu = _postgres_cpu() - db0
+        ours += result.db_server_cpu
     result.others_cpu = max(0.0, machine_cpu() - machine0 - ours)
     result.peak_rss_kib = usage.ru_maxrss
     result.rss_series = sampler.command_rss
@@ -514,6 +527,19 @@ def during_upload(
         return before[-1] if before else 0.0
 
     return at(end) - at(begin)
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds of the living ``postgres`` processes of this machine (the server of
+    ``DATABASE_URL`` when it is local; its other sessions' work included)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    # The postmaster's reaped children: the backends that have exited.
+                    total += _proc_cpu(int(entry.name), reaped=True)
+    return total
 
 
 def _tree_read(pid: int) -> int:
@@ -629,6 +655,22 @@ def report(small: Result, big: Result, args: argparse.Namespace, database: str) 
             scale=1000,
         ),
         ("others' CPU s (noise)", f"{small.others_cpu:.0f}", f"{big.others_cpu:.0f}", ""),
+        *(
+            [
+                _per_file_row(
+                    "PostgreSQL server CPU s (per file ms)",
+                    small.db_server_cpu,
+                    big.db_server_cpu,
+                    small.files,
+                    big.files,
+                    total="{:.0f}",
+                    per="{:.2f}",
+                    scale=1000,
+                )
+            ]
+            if small.db_server_cpu is not None and big.db_server_cpu is not None
+            else []
+        ),
         (
             "command peak RSS MiB",
             _mib(small.peak_rss_kib),
