@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.db import connection, models, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Window
+from django.db.models import Exists, F, OuterRef, Q, Subquery, Window
 from django.db.models.functions import Collate, Length, RowNumber
 from django.utils import timezone
 
@@ -83,17 +83,16 @@ def _plan_keys(run: MigrationRun, opts: Options) -> None:
     #    checks that it is still there).
     same_content = earlier.filter(sha256=OuterRef("sha256")).order_by("-run_id")
     canon.filter(Exists(same_content)).update(key=Subquery(same_content.values("key")[:1]))
-    # 3. Newcomers whose natural key nobody else wants: the natural key.
-    colliding = (
-        images.values("natural_key")
-        .annotate(n=Count("sha256", distinct=True))
-        .filter(n__gt=1)
-        .values("natural_key")
+    # 3. Newcomers whose natural key nobody else wants: the natural key. (EXISTS, never
+    #    NOT IN (subquery): PostgreSQL rescans a subquery per row once its hash outgrows
+    #    work_mem, which made planning quadratic around 100,000 files.)
+    contested = images.filter(natural_key=OuterRef("natural_key")).exclude(
+        sha256=OuterRef("sha256")
     )
-    canon.filter(key="").exclude(natural_key__in=colliding).exclude(
-        natural_key__in=canon.exclude(key="").values("key")
-    ).exclude(
-        Exists(earlier.filter(key=OuterRef("natural_key")).exclude(sha256=OuterRef("sha256")))
+    taken = canon.exclude(key="").filter(key=OuterRef("natural_key"))
+    held_before = earlier.filter(key=OuterRef("natural_key")).exclude(sha256=OuterRef("sha256"))
+    canon.filter(key="").exclude(Exists(contested)).exclude(Exists(taken)).exclude(
+        Exists(held_before)
     ).update(key=F("natural_key"))
     # 4. The rest collide: suffix every content of the group (``plan`` rules), in Python;
     #    collisions are rare, so this loop is short.
@@ -201,12 +200,12 @@ def _shortened(key: str, sha256: str, limit: int) -> str:
 def _mark_orphans(run: MigrationRun, opts: Options) -> None:
     """Contents no migrated row refers to, now or once linked."""
     orphans = MigrationItem.objects.filter(run=run, canonical=True).exclude(
-        key__in=MigrationLink.objects.filter(run=run).exclude(key="").values("key")
+        Exists(MigrationLink.objects.filter(run=run, key=OuterRef("key")).exclude(key=""))
     )
     for label in opts.targets:
         target = target_of(label)
-        held = target.rows().exclude(**{f"{target.field.name}__isnull": True})
-        orphans = orphans.exclude(key__in=held.values(target.field.name))
+        held = target.rows().filter(**{target.field.name: OuterRef("key")})
+        orphans = orphans.exclude(Exists(held))
     orphans.update(orphan=True)
 
 
