@@ -55,7 +55,7 @@ DEFAULT_BOUNDS: Mapping[str, tuple[int, int]] = MappingProxyType(
 AUTO_KEYS = ("target", "bounds")
 
 #: Outputs up to this many pixels are probed whole (320 px wide: ~70k). The mosaic is
-#: 256 px square: below that the metric mirrors the image out to 256 anyway.
+#: 256 px square: the metric needs 225 px a side for its 6 scales.
 WHOLE_PIXELS = 100_000
 #: The mosaic of larger outputs: GRID x GRID tiles of TILE px (multiples of 16, so JPEG
 #: and WebP blocks fall as in the full encode).

@@ -63,8 +63,9 @@ _LINEAR = np.where(_v <= 0.04045, _v / 12.92, ((_v + 0.055) / 1.055) ** 2.4).ast
 del _v
 
 
-#: Sides shorter than this are mirrored out to it before scoring (see ``Reference``).
-MIN_SIDE = 256
+#: The shortest side that still gives 6 scales; shorter sides are mirrored out to it
+#: before scoring (see ``Reference``).
+MIN_SIDE = 225
 
 
 class Reference:
@@ -77,8 +78,9 @@ class Reference:
     with a side under 225 px (5 scales or fewer) is scored with shifted weights and the
     score loses its meaning (a 320x213 JPEG at quality 100 scores 63-83, at 240 px high
     88-94). With ``pad`` (the default) both images are mirrored out to ``MIN_SIDE`` on
-    such a side, which keeps the 6 scales and what they mean; ``pad=False`` is the
-    reference's own behaviour, kept for comparing with it.
+    such a side, which keeps the 6 scales and what they mean (an image of 225 px or
+    more scores as in the reference); ``pad=False`` is the reference's own behaviour,
+    kept for comparing with it.
     """
 
     def __init__(self, image: Image.Image, *, pad: bool = True) -> None:
