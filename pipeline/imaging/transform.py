@@ -113,10 +113,18 @@ def to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
     return out
 
 
+#: A wide-gamut profile travels with every AVIF and WebP output; one larger than this (a
+#: LUT profile: the corpus has a 400 KB one on a 425 px photo) would cost more than the
+#: image, so such a source is converted to sRGB as before. Display P3 and Adobe RGB
+#: matrix profiles are about 0.5 KB.
+MAX_KEPT_ICC = 8 * 1024
+
+
 def _is_wide(icc: bytes | None) -> bool:
-    """An RGB profile other than sRGB that LittleCMS can convert from."""
+    """A compact RGB profile other than sRGB that LittleCMS can convert from."""
     return bool(
         icc
+        and len(icc) <= MAX_KEPT_ICC
         and _colour_space(icc) == "RGB"
         and not _is_srgb(icc)
         and _transform(icc, "RGB") is not None
