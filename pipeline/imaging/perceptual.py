@@ -239,4 +239,4 @@ def _combine(features: list[tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]
         - 0.020884521182843837 * total**2
         + 6.248496625763138e-05 * total**3
     )
-    return 100.0 - 10.0 * total**0.6276336467831387 if total > 0 else 100.0
+    return float(100.0 - 10.0 * total**0.6276336467831387) if total > 0 else 100.0
