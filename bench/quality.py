@@ -6,10 +6,12 @@ Every photo is rendered twice with the default profile's widths and AVIF, WebP a
 with the fixed qualities (AVIF 60, WebP 80, JPEG 82) and with ``{"target": ...}``.
 Runs alternate (fixed first on even photos, auto first on odd ones); CPU is
 ``time.process_time`` of ``render``, per format the time spent encoding (and, with
-auto-quality, searching) that format. Every width variant is scored with SSIMULACRA2
-(``pipeline.imaging.perceptual``, which the unit tests check against the ``ssimulacra2``
-package) against the source resized the same way (the engine's own decode and resize
-chain) without encoding, both in sRGB (a tagged output is converted with its profile).
+auto-quality, searching) that format. Every variant at the profile's widths (not the
+extra one at a narrower source's own width, often the source's own file) is scored
+with SSIMULACRA2 (``pipeline.imaging.perceptual``, which the unit tests check against
+the ``ssimulacra2`` package) against the source resized the same way (the engine's own
+decode and resize chain) without encoding, both in sRGB (a tagged output is converted
+with its profile).
 
 With pillow-jxl-plugin installed, JPEG XL is rendered at the same target and its bytes
 are compared with AVIF's. Last, a Display P3 image made here (saturated reds and greens
@@ -198,13 +200,16 @@ def main() -> None:
     whole_error: list[float] = []
     jxl_bytes = jxl_avif_bytes = 0
     jxl_scores: list[float] = []
+    widths = {f"w{w}" for w in fixed.widths}
     for name, data in photos.items():
         refs = references(data, fixed)
         cache: dict[tuple[int, int], Reference] = {}
         for mode in modes:
-            outputs = [o for o in renderings[mode][name].outputs if o.name != "original"]
+            # The profile's widths only: a variant at a narrower source's own width is
+            # often the source's own file, the same in both modes (a score of 100).
+            outputs = [o for o in renderings[mode][name].outputs if o.name in widths]
             if mode == "auto" and jxl:
-                outputs += [o for o in jxl_renderings[name].outputs if o.name != "original"]
+                outputs += [o for o in jxl_renderings[name].outputs if o.name in widths]
             for out in outputs:
                 ref = refs[out.name]
                 reference = cache.setdefault(ref.size, Reference(ref))
