@@ -5,12 +5,12 @@ target is a floor on the SSIMULACRA2 score (``pipeline.imaging.perceptual``) of 
 output against the same pixels before encoding; for each photograph output the engine
 searches the encoder's quality within per-format bounds for the lowest that reaches it.
 
-Named levels (``LEVELS``): "high" was set from measurement (``bench/quality.py`` over
-the 25 corpus photos at the default widths). The fixed defaults score, 10th / 50th / 90th
-percentile: AVIF 60 68.4 / 74.6 / 77.4, WebP 80 70.3 / 73.5 / 76.4, JPEG 82 74.4 / 79.7 /
-85.8. "high" is 72: above the 10th percentile of the two formats browsers are served
+Named levels (``LEVELS``): "high" was set from measurement (``bench/quality.py`` over the
+25 corpus photos at the default widths). The fixed defaults score, 10th / 50th / 90th
+percentile: AVIF 60 66.6 / 73.8 / 77.0, WebP 80 69.9 / 73.3 / 76.1, JPEG 82 73.4 / 79.1 /
+83.0. "high" is 72: above the 10th percentile of the two formats browsers are served
 (AVIF, WebP) by the search's own error (mosaic probes land within about 2 points of the
-full-size score), so no served output's worst tenth gets worse, while every output
+full-size score), so no served format's worst tenth gets worse, while every output
 above it gives back the bytes it did not need. The JPEG fallback at 82 is over-served
 by that measure (its median is 5 points above AVIF's): "high" brings it down to the
 others' level, which is the point of a target but puts its 10th percentile under the

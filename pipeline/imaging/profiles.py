@@ -237,6 +237,10 @@ def _split_quality(
     value: object, auto: QualityTarget | None, formats: tuple[str, ...]
 ) -> tuple[object, QualityTarget | None]:
     """``{"target": ..., "bounds": {...}, "webp": 80}`` -> fixed numbers, parsed target."""
+    if auto is not None and not isinstance(auto, QualityTarget):
+        raise ProfileError(
+            f"auto must be a QualityTarget (or set quality's 'target'), got {auto!r}"
+        )
     if not isinstance(value, Mapping) or not set(value) & set(AUTO_KEYS):
         return value, auto
     fixed = {k: v for k, v in value.items() if k not in AUTO_KEYS}
