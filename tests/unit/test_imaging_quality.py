@@ -301,3 +301,21 @@ def test_fixed_mode_keeps_p3_too_and_the_original_fallback_is_srgb():
     rendering = render(data, profile)
     assert decode(rendering.variants("avif")[0].data).info.get("icc_profile") == p3
     assert "icc_profile" not in decode(rendering.original.data).info
+
+
+# -- gain maps -------------------------------------------------------------------------
+
+
+def test_a_gain_map_jpeg_renders_its_sdr_base_and_drops_the_gain_map():
+    # UltraHDR: the SDR base image, then a grey gain map as a second MPF image.
+    base = detailed()
+    gain_map = Image.new("RGB", (160, 120), (200, 200, 200))
+    data = save(base, "MPO", quality=95, save_all=True, append_images=[gain_map])
+    assert decode(data).format == "MPO"
+
+    rendering = render(data, profile_from_dict("hdr", {"widths": [320], "max_original": 320}))
+    reference = Reference(shown(save(base, "JPEG", quality=95)))
+    for out in rendering.outputs:
+        assert out.frames == 1
+        assert reference.score(shown(out.data)) > 60, out.format  # the base, not the map
+        assert b"MPF" not in out.data
