@@ -11,6 +11,11 @@ lossless encoding is smaller. An animation is kept in WebP and AVIF; its fallbac
 still poster of the first frame. The optimized original is never larger than a source
 already in a web format: when re-encoding does not win, it is the source's own encoding
 with its metadata removed.
+
+Lossy photograph outputs use the profile's fixed quality per format, or with a target
+(``profile.auto``) the lowest quality that reaches it (``pipeline.imaging.autoquality``).
+A wide-gamut source is encoded in its own colours for ``WIDE_FORMATS`` and in sRGB for
+the rest (``_Encoder.pixels``).
 """
 
 from __future__ import annotations
