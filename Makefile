@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-imaging bench-everyday bench-migration bench-migration-scale clean
+.PHONY: demo test lint bench-imaging bench-everyday bench-quality bench-migration bench-migration-scale clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-imaging: $(VENV)/.installed-bench
 
 bench-everyday: $(VENV)/.installed-bench
 	$(BIN)/python bench/everyday.py
+
+bench-quality: $(VENV)/.installed-bench
+	$(BIN)/python bench/quality.py
 
 bench-migration: $(VENV)/.installed-bench
 	$(BIN)/python bench/migration.py

@@ -376,6 +376,10 @@ def _publish(
             "height": out.height,
             "bytes": out.size,
             "sha256": out.sha256,
+            # The encoder quality used (None: lossless or the source's own file) and, with
+            # auto-quality, the SSIMULACRA2 score it reached.
+            "quality": out.quality,
+            **({"score": out.score} if out.score is not None else {}),
         }
         for key, out in zip(keys, rendering.outputs, strict=True)
     ]

@@ -17,7 +17,14 @@ from PIL import Image, ImageColor
 
 from .profiles import Profile
 
-PILLOW_FORMAT = {"avif": "AVIF", "webp": "WEBP", "jpeg": "JPEG", "png": "PNG", "gif": "GIF"}
+PILLOW_FORMAT = {
+    "avif": "AVIF",
+    "webp": "WEBP",
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "gif": "GIF",
+    "jxl": "JXL",
+}
 #: Formats that can hold an animation (PNG as APNG).
 ANIMATED_FORMATS = frozenset({"avif", "webp", "gif", "png"})
 _COPYRIGHT_TAGS = (0x8298, 0x013B)  # Copyright, Artist
@@ -129,6 +136,15 @@ def _options(fmt: str, profile: Profile, metadata: Metadata) -> dict[str, Any]:
                 "speed": effort["avif"],
                 "max_threads": 1,
             }
+        case "jxl":
+            # One thread, as AVIF. pillow-jxl-plugin 1.3.8 cannot write an ICC profile:
+            # JPEG XL outputs are always sRGB (see the renderer).
+            options = {
+                "quality": profile.quality["jxl"],
+                "effort": effort["jxl"],
+                "num_threads": 1,
+            }
+            metadata = Metadata(exif=metadata.exif)
         case "png":
             options = {"compress_level": effort["png"]}
         case _:

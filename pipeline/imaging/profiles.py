@@ -22,14 +22,17 @@ from PIL import Image, ImageColor, features
 
 from pipeline.errors import ProfileError
 
+from .autoquality import AUTO_KEYS, QualityTarget, parse_target
+
 #: Bumped when rendering changes in a way that should invalidate existing renditions.
 #: 2: graphics kept lossless, never-bigger originals, own-width variants, animated WebP.
-ENGINE_VERSION = 2
+#: 3: wide-gamut sources keep their colour profile in AVIF and WebP.
+ENGINE_VERSION = 3
 
 #: Formats a profile may list. "fallback" is the format every browser can show: JPEG for
 #: a photograph, PNG for a graphic or an image with transparency (for an animation, a
 #: still poster of its first frame).
-OUTPUT_FORMATS = ("avif", "webp", "jpeg", "png", "gif")
+OUTPUT_FORMATS = ("jxl", "avif", "webp", "jpeg", "png", "gif")
 FORMAT_TOKENS = (*OUTPUT_FORMATS, "fallback")
 
 #: WebP cannot encode a side longer than this; AVIF and JPEG share the bound in practice.
@@ -39,7 +42,11 @@ MAX_DIMENSION = 16383
 #: image; "photo" or "graphic" forces one class for every image of the profile.
 CONTENT_CLASSES = ("auto", "photo", "graphic")
 
-DEFAULT_QUALITY: Mapping[str, int] = MappingProxyType({"avif": 60, "webp": 80, "jpeg": 82})
+#: Fixed encoder quality per format (the default mode). JPEG XL's 75 scores about what
+#: AVIF's 60 does (SSIMULACRA2 ~72 on the corpus).
+DEFAULT_QUALITY: Mapping[str, int] = MappingProxyType(
+    {"avif": 60, "webp": 80, "jpeg": 82, "jxl": 75}
+)
 
 #: Encoder effort, in each encoder's own unit, chosen by measurement on the corpus photos
 #: (same quality setting; costs relative to the chosen effort):
@@ -51,9 +58,13 @@ DEFAULT_QUALITY: Mapping[str, int] = MappingProxyType({"avif": 60, "webp": 80, "
 #: jpeg = 0 baseline, 1 optimized Huffman tables, 2 progressive: 2, 4.5% fewer bytes than
 #:        1 for about 30 ms more on a 4 MP original.
 #: png = zlib ``compress_level`` 0-9.
-DEFAULT_EFFORT: Mapping[str, int] = MappingProxyType({"avif": 8, "webp": 2, "jpeg": 2, "png": 6})
+#: jxl = libjxl ``effort`` 1-9, higher is slower: 5. 7 (libjxl's default) costs 2x for
+#:       1-2% fewer bytes at the same score; 3 is 5x faster for 10-25% more bytes.
+DEFAULT_EFFORT: Mapping[str, int] = MappingProxyType(
+    {"avif": 8, "webp": 2, "jpeg": 2, "png": 6, "jxl": 5}
+)
 EFFORT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
-    {"avif": (0, 10), "webp": (0, 6), "jpeg": (0, 2), "png": (0, 9)}
+    {"avif": (0, 10), "webp": (0, 6), "jpeg": (0, 2), "png": (0, 9), "jxl": (1, 9)}
 )
 
 
@@ -73,6 +84,11 @@ class Profile:
     animations as animated WebP/AVIF; off, they are rendered from their first frame.
     ``max_pixels``, ``max_bytes`` and ``max_frames`` bound the work and memory a
     single upload can cost; they are checked from the header, before any pixel is decoded.
+
+    ``quality`` may instead ask for a visual quality: ``{"target": "high"}`` (see
+    ``pipeline.imaging.autoquality``); ``auto`` then holds the parsed target and
+    ``quality`` the fixed numbers still used where no target applies (graphics,
+    animations, transparency). ``as_dict`` folds ``auto`` back into ``quality``.
     """
 
     name: str = "default"
@@ -90,6 +106,7 @@ class Profile:
     max_pixels: int = 50_000_000
     max_bytes: int = 50 * 1024 * 1024
     max_frames: int = 100
+    auto: QualityTarget | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -97,7 +114,9 @@ class Profile:
             raise ProfileError("name must be a non-empty string")
         set_(self, "widths", _widths(self.widths))
         set_(self, "formats", _formats(self.formats))
-        set_(self, "quality", _per_format("quality", self.quality, DEFAULT_QUALITY, _quality))
+        quality, auto = _split_quality(self.quality, self.auto, self.formats)
+        set_(self, "auto", auto)
+        set_(self, "quality", _per_format("quality", quality, DEFAULT_QUALITY, _quality))
         set_(self, "effort", _per_format("effort", self.effort, DEFAULT_EFFORT, _effort))
         set_(self, "max_original", _int("max_original", self.max_original, 1, MAX_DIMENSION))
         set_(self, "aspect", _aspect(self.aspect))
@@ -115,12 +134,14 @@ class Profile:
     def as_dict(self) -> dict[str, Any]:
         """The profile as plain JSON-able data (``profile_from_dict(name, d)`` round-trips)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del data["name"]
+        del data["name"], data["auto"]
         for key, value in data.items():
             if isinstance(value, tuple):
                 data[key] = list(value)
             elif isinstance(value, Mapping):
                 data[key] = dict(value)
+        if self.auto is not None:
+            data["quality"].update(self.auto.as_dict())
         return data
 
     @property
@@ -134,7 +155,7 @@ class Profile:
         return (profile_from_dict, (self.name, self.as_dict()))
 
 
-PROFILE_KEYS = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")
+PROFILE_KEYS = tuple(f.name for f in dataclasses.fields(Profile) if f.name not in ("name", "auto"))
 
 
 def profile_from_dict(name: str, spec: Mapping[str, Any] | None) -> Profile:
@@ -194,7 +215,36 @@ def _formats(value: object) -> tuple[str, ...]:
     for fmt, feature in (("avif", "avif"), ("webp", "webp")):
         if fmt in formats and not features.check(feature):
             raise ProfileError(f"formats: {fmt.upper()} is not supported by the installed Pillow")
+    if "jxl" in formats and not jxl_available():
+        raise ProfileError(
+            "formats: JPEG XL ('jxl') needs the pillow-jxl-plugin package "
+            "(pip install 'django-media-pipeline[jxl]')"
+        )
     return formats
+
+
+def jxl_available() -> bool:
+    """Whether Pillow can write JPEG XL (the pillow-jxl-plugin package registers it)."""
+    if "JXL" not in Image.SAVE:
+        try:
+            import pillow_jxl  # noqa: F401  (registers the JXL plugin with Pillow)
+        except ImportError:
+            return False
+    return "JXL" in Image.SAVE
+
+
+def _split_quality(
+    value: object, auto: QualityTarget | None, formats: tuple[str, ...]
+) -> tuple[object, QualityTarget | None]:
+    """``{"target": ..., "bounds": {...}, "webp": 80}`` -> fixed numbers, parsed target."""
+    if auto is not None and not isinstance(auto, QualityTarget):
+        raise ProfileError(
+            f"auto must be a QualityTarget (or set quality's 'target'), got {auto!r}"
+        )
+    if not isinstance(value, Mapping) or not set(value) & set(AUTO_KEYS):
+        return value, auto
+    fixed = {k: v for k, v in value.items() if k not in AUTO_KEYS}
+    return fixed, parse_target(value, formats)
 
 
 def _per_format(

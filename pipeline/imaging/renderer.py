@@ -11,6 +11,11 @@ lossless encoding is smaller. An animation is kept in WebP and AVIF; its fallbac
 still poster of the first frame. The optimized original is never larger than a source
 already in a web format: when re-encoding does not win, it is the source's own encoding
 with its metadata removed.
+
+Lossy photograph outputs use the profile's fixed quality per format, or with a target
+(``profile.auto``) the lowest quality that reaches it (``pipeline.imaging.autoquality``).
+A wide-gamut source is encoded in its own colours for ``WIDE_FORMATS`` and in sRGB for
+the rest (``_Encoder.pixels``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import dataclasses
 
 from PIL import Image, features
 
+from .autoquality import AUTO_FORMATS, Search
 from .content import Content, decide
 from .detect import header_exif, label, open_image
 from .encode import NO_METADATA, Metadata, encode, fallback_format
@@ -28,7 +34,7 @@ from .placeholder import make_placeholder
 from .profiles import Profile
 from .results import Output, Rendering, Skipped, SourceInfo
 from .strip import strip_metadata
-from .transform import Decoded, decode, resize
+from .transform import SRGB_ICC, Decoded, decode, resize, to_srgb
 
 #: Formats browsers show as they are: a source in one of them may be published as stored.
 WEB_FORMATS = frozenset({"jpeg", "png", "gif", "webp", "avif"})
@@ -38,8 +44,14 @@ ANIMATION_FORMATS = frozenset({"webp", "avif", "gif"})
 #: iPhone HEIC of bench/everyday.py (82 gave 0.964, 86 gives 0.973 at 0.90x its bytes).
 TRANSCODE_QUALITY = 86
 #: WebP first: whether its lossless mode won for a graphic decides whether AVIF's
-#: near-lossless mode is worth trying at the same size.
-ENCODE_ORDER = ("webp", "avif", "png", "jpeg", "gif")
+#: near-lossless mode is worth trying at the same size. The formats shown in the
+#: source's own colours come before those converted to sRGB, so that auto-quality
+#: measures each of the two images of a size in one go.
+ENCODE_ORDER = ("webp", "avif", "png", "jxl", "jpeg", "gif")
+#: Formats that keep a wide-gamut source's colours, its ICC profile embedded: browsers
+#: colour-manage tagged AVIF and WebP. The rest (the JPEG and PNG fallbacks, GIF, and
+#: JPEG XL, which pillow-jxl-plugin 1.3.8 cannot tag) are converted to sRGB.
+WIDE_FORMATS = frozenset({"avif", "webp"})
 
 
 def render(data: bytes, profile: Profile) -> Rendering:
@@ -84,8 +96,9 @@ def render(data: bytes, profile: Profile) -> Rendering:
             for fmt in sorted({fmt for _name, fmt in wanted}, key=ENCODE_ORDER.index)
         }
         for name, fmt in sorted(wanted):
-            blob, count = encoded[fmt]
-            outputs.append(Output.of(name, fmt, step.size, blob, count))
+            blob, count, quality, score = encoded[fmt]
+            outputs.append(Output.of(name, fmt, step.size, blob, count, quality=quality,
+                                     score=score))  # fmt: skip
 
     if _never_bigger(outputs, data, source, decoded, animate):
         notes = (*notes, f"original published in its own {label(source.format)} encoding "
@@ -96,7 +109,7 @@ def render(data: bytes, profile: Profile) -> Rendering:
         source=source,
         outputs=tuple(outputs),
         skipped=tuple(Skipped(*s) for s in layout.skipped),
-        placeholder=make_placeholder(images[0], profile.background),
+        placeholder=make_placeholder(encoder.pixels(images[:1], "png")[0], profile.background),
         profile=profile.name,
         notes=notes,
         content=content,
@@ -127,26 +140,76 @@ class _Encoder:
         self.graphic = content == "graphic"
         self.metadata = metadata
         self.lossless_won: set[tuple[int, int]] = set()  # sizes where lossless WebP won
+        # Auto-quality applies to photographs; graphics keep their lossless choices.
+        self.search = Search(profile.auto) if profile.auto and not self.graphic else None
+        self._srgb: tuple[Image.Image | None, list[Image.Image]] = (None, [])
 
     def encode(
         self, images: list[Image.Image], fmt: str, size: tuple[int, int]
-    ) -> tuple[bytes, int]:
+    ) -> tuple[bytes, int, int | None, float | None]:
+        """The bytes and frame count of one output, its encoder quality (None when
+        lossless) and, with auto-quality, its measured score."""
         frames = images if fmt in ANIMATION_FORMATS else images[:1]  # a still poster
+        frames = self.pixels(frames, fmt)
         if not self.graphic:
-            return self._encode(frames, fmt, quality=_jpeg_quality(fmt, size, self.source,
-                                                                  self.profile))  # fmt: skip
-        lossy = self._encode(frames, fmt)
+            quality = _jpeg_quality(fmt, size, self.source, self.profile)
+            single = len(frames) == 1 and frames[0].mode != "RGBA"  # what the metric scores
+            if self.search and fmt in AUTO_FORMATS and single:
+                return self._auto(frames[0], fmt, size)
+            return (*self._encode(frames, fmt, quality=quality), self._quality(fmt, quality), None)
+        lossy = (*self._encode(frames, fmt), self._quality(fmt), None)
         if fmt == "webp":
-            lossless = self._encode(frames, fmt, lossless=True)
+            lossless = (*self._encode(frames, fmt, lossless=True), None, None)
             if len(lossless[0]) < len(lossy[0]):
                 self.lossless_won.add(size)
                 return lossless
         elif fmt == "avif" and size in self.lossless_won and len(frames) == 1:
             # Near-lossless AVIF can only win where lossless WebP did (the flattest images).
-            return min(lossy, self._encode(frames, fmt, lossless=True), key=lambda c: len(c[0]))
+            near = (*self._encode(frames, fmt, lossless=True), 100, None)
+            return min(lossy, near, key=lambda c: len(c[0]))
         elif fmt == "png" and len(frames) == 1 and (paletted := quantize(frames[0])):
-            return min(lossy, self._encode([paletted], fmt), key=lambda c: len(c[0]))
+            return min(lossy, (*self._encode([paletted], fmt), None, None), key=lambda c: len(c[0]))
         return lossy
+
+    def pixels(self, frames: list[Image.Image], fmt: str) -> list[Image.Image]:
+        """``frames`` in the colours ``fmt`` is written in: a wide-gamut source's own for
+        ``WIDE_FORMATS``, else sRGB (converted once per size, shared by the formats)."""
+        if not self.decoded.wide or fmt in WIDE_FORMATS or self.decoded.icc is None:
+            return frames
+        first, converted = self._srgb
+        if first is not frames[0] or len(converted) < len(frames):
+            converted = [to_srgb(f, self.decoded.icc) for f in frames]
+            self._srgb = (frames[0], converted)
+        return converted[: len(frames)]
+
+    def _auto(
+        self, image: Image.Image, fmt: str, size: tuple[int, int]
+    ) -> tuple[bytes, int, int | None, float | None]:
+        assert self.search is not None
+        low, high = self.search.target.bounds[fmt]
+        if fmt == "jpeg" and size == (self.source.width, self.source.height):
+            # The rules of _jpeg_quality as bounds: never above a JPEG source's quality,
+            # never under TRANSCODE_QUALITY for a transcode.
+            if self.source.jpeg_quality is not None:
+                high = max(1, min(high, self.source.jpeg_quality))
+                low = min(low, high)
+            else:
+                low = max(low, TRANSCODE_QUALITY)
+                high = max(high, low)
+        choice = self.search.choose(
+            image,
+            fmt,
+            lambda im, q: self._encode([im], fmt, quality=q)[0],
+            bounds=(low, high),
+        )
+        data = choice.data
+        if data is None:
+            data = self._encode([image], fmt, quality=choice.quality)[0]
+        return data, 1, choice.quality, choice.score
+
+    def _quality(self, fmt: str, quality: int | None = None) -> int | None:
+        """The quality an encode used, for the manifest (None: a lossless format)."""
+        return quality if quality is not None else self.profile.quality.get(fmt)
 
     def _encode(
         self,
@@ -162,11 +225,20 @@ class _Encoder:
             self.profile,
             durations=self.decoded.durations,
             loop=self.decoded.loop,
-            metadata=self.metadata,
+            metadata=self._metadata(fmt),
             quality=quality,
             lossless=lossless,
             graphic=self.graphic,
         )
+
+    def _metadata(self, fmt: str) -> Metadata:
+        """A wide-gamut source's profile goes with its pixels into ``WIDE_FORMATS``,
+        whether or not the profile keeps metadata: without it the colours are wrong."""
+        if not self.decoded.wide:
+            return self.metadata
+        if fmt in WIDE_FORMATS:
+            return Metadata(icc=self.decoded.icc, exif=self.metadata.exif)
+        return Metadata(icc=SRGB_ICC if self.metadata.icc else None, exif=self.metadata.exif)
 
 
 def _never_bigger(

@@ -6,13 +6,21 @@ import hashlib
 from dataclasses import dataclass, field
 
 CONTENT_TYPES = {
+    "jxl": "image/jxl",
     "avif": "image/avif",
     "webp": "image/webp",
     "jpeg": "image/jpeg",
     "png": "image/png",
     "gif": "image/gif",
 }
-EXTENSIONS = {"avif": "avif", "webp": "webp", "jpeg": "jpg", "png": "png", "gif": "gif"}
+EXTENSIONS = {
+    "jxl": "jxl",
+    "avif": "avif",
+    "webp": "webp",
+    "jpeg": "jpg",
+    "png": "png",
+    "gif": "gif",
+}
 
 
 @dataclass(frozen=True)
@@ -58,10 +66,25 @@ class Output:
     data: bytes = field(repr=False)
     sha256: str
     frames: int = 1
+    # The encoder quality used (None: lossless, or the source's own file), and with
+    # auto-quality the SSIMULACRA2 score the search measured for it.
+    quality: int | None = None
+    score: float | None = None
 
     @classmethod
-    def of(cls, name: str, fmt: str, size: tuple[int, int], data: bytes, frames: int) -> Output:
-        return cls(name, fmt, size[0], size[1], data, hashlib.sha256(data).hexdigest(), frames)
+    def of(
+        cls,
+        name: str,
+        fmt: str,
+        size: tuple[int, int],
+        data: bytes,
+        frames: int,
+        *,
+        quality: int | None = None,
+        score: float | None = None,
+    ) -> Output:
+        digest = hashlib.sha256(data).hexdigest()
+        return cls(name, fmt, size[0], size[1], data, digest, frames, quality, score)
 
     @property
     def size(self) -> int:

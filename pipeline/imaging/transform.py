@@ -6,8 +6,14 @@ Order matters for speed and memory, so it is fixed here:
 2. decode, mapping Pillow's errors to one-line reasons,
 3. normalise the colour mode (palette, 16-bit, bilevel, ...) and drop an unused alpha,
 4. crop and resize to the largest output, in the stored image's coordinates,
-5. only then rotate (EXIF orientation) and convert colours to sRGB: both cost in
-   proportion to the pixels, and there are now far fewer of them.
+5. only then rotate (EXIF orientation) and convert colours: both cost in proportion to
+   the pixels, and there are now far fewer of them.
+
+Colour: CMYK and sources whose profile LittleCMS cannot use become sRGB here. A
+wide-gamut RGB source (Display P3, Adobe RGB: any RGB profile other than sRGB) keeps
+its pixels and profile (``Decoded.wide``): the renderer embeds the profile in the
+formats colour-managed browsers show as tagged (AVIF, WebP) and converts each size once
+with ``to_srgb`` for the others (JPEG and PNG fallbacks, GIF, JPEG XL, the placeholder).
 """
 
 from __future__ import annotations
@@ -51,8 +57,11 @@ class Decoded:
     loop: int
     has_alpha: bool
     icc: bytes | None  # the ICC profile that describes the pixels now (None: assume sRGB)
-    converted: bool = False  # colours were converted (to sRGB, or from CMYK)
+    # Colours were or will be converted (to sRGB, or from CMYK): the source's own file
+    # does not show the same colours as the fallback.
+    converted: bool = False
     traits: Traits | None = None  # measured on lossless sources, before any resize
+    wide: bool = False  # the pixels are in ``icc``, a usable RGB profile other than sRGB
 
 
 def decode(
@@ -81,11 +90,45 @@ def decode(
     images = _common_mode(images)
     has_alpha = images[0].mode == "RGBA"
     mode = images[0].mode
-    images, converted_icc = _to_srgb(images, icc)
-    converted = mode == "CMYK" or (converted_icc is SRGB_ICC and icc is not SRGB_ICC)
+    wide = mode in ("RGB", "RGBA") and _is_wide(icc)
+    if wide:
+        converted_icc: bytes | None = icc
+    else:
+        images, converted_icc = _to_srgb(images, icc)
+    converted = wide or mode == "CMYK" or (converted_icc is SRGB_ICC and icc is not SRGB_ICC)
     for image in images:
         image.info = {}  # metadata leaves only through the encoder's explicit arguments
-    return images, Decoded(tuple(durations), loop, has_alpha, converted_icc, converted, traits)
+    return images, Decoded(
+        tuple(durations), loop, has_alpha, converted_icc, converted, traits, wide=wide
+    )
+
+
+def to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    """``image`` (RGB or RGBA, in the RGB profile ``icc``) converted to sRGB."""
+    transform = _transform(icc, image.mode)
+    if transform is None:  # _is_wide checked it builds; never reached in practice
+        return image
+    out = ImageCms.applyTransform(image, transform)
+    out.info = {}
+    return out
+
+
+#: A wide-gamut profile travels with every AVIF and WebP output; one larger than this (a
+#: LUT profile: the corpus has a 400 KB one on a 425 px photo) would cost more than the
+#: image, so such a source is converted to sRGB as before. Display P3 and Adobe RGB
+#: matrix profiles are about 0.5 KB.
+MAX_KEPT_ICC = 8 * 1024
+
+
+def _is_wide(icc: bytes | None) -> bool:
+    """A compact RGB profile other than sRGB that LittleCMS can convert from."""
+    return bool(
+        icc
+        and len(icc) <= MAX_KEPT_ICC
+        and _colour_space(icc) == "RGB"
+        and not _is_srgb(icc)
+        and _transform(icc, "RGB") is not None
+    )
 
 
 def _load_frame(im: ImageFile.ImageFile, source: SourceInfo, index: int) -> None:

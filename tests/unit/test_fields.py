@@ -113,3 +113,20 @@ def test_picture_renders_placeholder_unless_ready(status):
     assert "<picture>" not in html
     assert 'src="data:image/webp;base64,AAAA"' in html and "background-color:#112233" in html
     assert f'data-status="{status}"' in html
+
+
+def test_picture_offers_jpeg_xl_first_and_falls_through():
+    from django.template import Context, Template
+
+    photo = manifest_photo()
+    photo.image_manifest["variants"] += [
+        {"key": f"k/w{w}.jxl", "url": f"https://cdn/k/w{w}.jxl", "format": "jxl", "width": w,
+         "height": w // 2, "bytes": w}
+        for w in (640, 320)
+    ]  # fmt: skip
+    html = Template("{% load pipeline %}{% picture p.image alt='x' %}").render(
+        Context({"p": photo})
+    )
+    types = [part.split('"')[0] for part in html.split('<source type="')[1:]]
+    assert types == ["image/jxl", "image/avif", "image/webp"]
+    assert 'src="https://cdn/k/w640.jpeg"' in html  # the fallback <img> is still JPEG

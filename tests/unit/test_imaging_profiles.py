@@ -22,8 +22,9 @@ def test_defaults_match_the_documented_profile():
     assert profile.keep_animation and not profile.keep_metadata
     assert profile.background == "#ffffff"
     assert profile.max_pixels == 50_000_000 < Image.MAX_IMAGE_PIXELS
-    assert set(profile.quality) == {"avif", "webp", "jpeg"}
-    assert set(profile.effort) == {"avif", "webp", "jpeg", "png"}
+    assert set(profile.quality) == {"avif", "webp", "jpeg", "jxl"}
+    assert set(profile.effort) == {"avif", "webp", "jpeg", "png", "jxl"}
+    assert profile.auto is None  # fixed qualities unless a profile asks for a target
 
 
 def test_overrides_are_normalised():

@@ -139,6 +139,8 @@ def _render_one(path: Path, profile: Profile, folder: Path) -> dict[str, Any]:
                 "bytes": out.size,
                 "saving": round(1 - out.size / len(data), 4),
                 "sha256": out.sha256,
+                "quality": out.quality,
+                "score": out.score,
                 "path": str(target),
             }
         )
