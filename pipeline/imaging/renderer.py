@@ -34,7 +34,7 @@ from .placeholder import make_placeholder
 from .profiles import Profile
 from .results import Output, Rendering, Skipped, SourceInfo
 from .strip import strip_metadata
-from .transform import SRGB_ICC, Decoded, decode, resize, to_srgb
+from .transform import SRGB_ICC, Decoded, decode, describes_srgb, resize, to_srgb
 
 #: Formats browsers show as they are: a source in one of them may be published as stored.
 WEB_FORMATS = frozenset({"jpeg", "png", "gif", "webp", "avif"})
@@ -100,7 +100,7 @@ def render(data: bytes, profile: Profile) -> Rendering:
             outputs.append(Output.of(name, fmt, step.size, blob, count, quality=quality,
                                      score=score))  # fmt: skip
 
-    if _never_bigger(outputs, data, source, decoded, animate):
+    if _never_bigger(outputs, data, source, decoded, animate, metadata):
         notes = (*notes, f"original published in its own {label(source.format)} encoding "
                  "(re-encoding it came out larger)")  # fmt: skip
     order = {fmt: i for i, fmt in enumerate(formats)}
@@ -242,12 +242,19 @@ class _Encoder:
 
 
 def _never_bigger(
-    outputs: list[Output], data: bytes, source: SourceInfo, decoded: Decoded, animate: bool
+    outputs: list[Output],
+    data: bytes,
+    source: SourceInfo,
+    decoded: Decoded,
+    animate: bool,
+    metadata: Metadata,
 ) -> bool:
     """Replace the original with the source's own encoding, metadata removed, when that is
     smaller and shows exactly the same image: a web format, not resized, cropped, rotated
-    or colour-converted, and with its animation when it has one. Variants at the same size
-    in the same format get the same bytes. Returns whether it did."""
+    or colour-converted (a grey ICC profile other than sRGB's counts: the re-encodes drop
+    it), with its animation when it has one, and without a copyright the profile keeps
+    (stripping would drop it). Variants at the same size in the same format get the same
+    bytes. Returns whether it did."""
     at = next(i for i, o in enumerate(outputs) if o.name == "original")
     encoded = outputs[at]
     if (
@@ -256,6 +263,8 @@ def _never_bigger(
         or (encoded.width, encoded.height) != (source.width, source.height)
         or source.orientation != 1
         or decoded.converted
+        or (not metadata.icc and not describes_srgb(decoded.icc))
+        or metadata.exif is not None
         or (source.animated and not animate)
     ):
         return False

@@ -20,6 +20,11 @@ _PNG_KEEP = frozenset(
     b"IHDR PLTE IDAT IEND tRNS cHRM gAMA iCCP sBIT sRGB cICP mDCV cLLI bKGD pHYs acTL fcTL "
     b"fdAT".split()
 )
+#: PNG chunks that change how the pixels look, which the engine's decoding (Pillow) does
+#: not apply: a file carrying them other than as sRGB's values is not published as it is.
+_PNG_COLOUR_TAGS = frozenset({b"gAMA", b"cHRM", b"cICP", b"mDCV", b"cLLI"})
+_SRGB_GAMMA = 45455
+_SRGB_CHROMATICITIES = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
 #: GIF application extensions that drive animation (loop count); others are XMP or private.
 _GIF_APPS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
 _WEBP_KEEP = frozenset({b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP"})
@@ -59,7 +64,11 @@ def _jpeg(data: bytes) -> bytes | None:
         stop = pos + 2 + length
         if length < 2 or stop > end:
             return None
-        if _keep_jpeg_segment(marker, data[pos + 4 : pos + 4 + 14]):
+        if marker == 0xE0 and length >= 16 and data[pos + 4 : pos + 9] == b"JFIF\x00":
+            # JFIF's header, without the thumbnail it may carry (a preview of the photo
+            # before it was cropped or edited).
+            out.append(b"\xff\xe0\x00\x10" + data[pos + 4 : pos + 16] + b"\x00\x00")
+        elif _keep_jpeg_segment(marker, data[pos + 4 : pos + 4 + 14]):
             out.append(data[pos:stop])
         pos = stop
         if marker == _SOS:  # entropy-coded data runs to the next real marker
@@ -75,8 +84,7 @@ def _keep_jpeg_segment(marker: int, head: bytes) -> bool:
     if not 0xE0 <= marker <= 0xEF:  # not an APPn: tables, frame, scan headers
         return True
     return (
-        (marker == 0xE0 and head.startswith(b"JFIF\x00"))
-        or (marker == 0xE2 and head.startswith(b"ICC_PROFILE\x00"))
+        (marker == 0xE2 and head.startswith(b"ICC_PROFILE\x00"))
         # Adobe's segment says how to read the colour channels (CMYK, YCCK)
         or (marker == 0xEE and head.startswith(b"Adobe"))
     )
@@ -106,6 +114,8 @@ def _png(data: bytes) -> bytes | None:
         stop = pos + 12 + length
         if stop > len(data):
             return None
+        if kind in _PNG_COLOUR_TAGS and not _png_tag_is_srgb(kind, data[pos + 8 : stop - 4]):
+            return None  # colours the engine's decoding ignores: the re-encodes would differ
         if kind in _PNG_KEEP:
             out.append(data[pos:stop])
         elif kind[0:1].isupper():  # an unknown critical chunk: the image may need it
@@ -114,6 +124,15 @@ def _png(data: bytes) -> bytes | None:
         if kind == b"IEND":
             return b"".join(out)
     return None
+
+
+def _png_tag_is_srgb(kind: bytes, body: bytes) -> bool:
+    if kind == b"gAMA":
+        return abs(int.from_bytes(body[:4], "big") - _SRGB_GAMMA) <= 500
+    if kind == b"cHRM":
+        values = [int.from_bytes(body[i : i + 4], "big") for i in range(0, 32, 4)]
+        return all(abs(a - b) <= 1000 for a, b in zip(values, _SRGB_CHROMATICITIES, strict=True))
+    return False  # cICP, mDCV, cLLI: wide gamut or HDR
 
 
 def _gif(data: bytes) -> bytes | None:
@@ -176,13 +195,23 @@ def _webp(data: bytes) -> bytes | None:
 def _avif(data: bytes) -> bytes | None:
     """AVIF keeps EXIF and XMP as items listed in its ``meta`` box; rewriting the item
     tables is not worth it for a rare source, so a file that has either is refused and
-    one that has neither is returned as it is."""
+    one that has neither is returned as it is. So is one whose colour box (``nclx``)
+    says other than sRGB/BT.709 (wide gamut, HDR): the engine's decoding ignores it."""
     meta = data.find(b"meta", 0, 4096)
     if meta < 4:
         return None
     size = int.from_bytes(data[meta - 4 : meta], "big")
     box = data[meta - 4 : meta - 4 + size] if size >= 8 else data
-    return None if b"Exif" in box or b"application/rdf+xml" in box else data
+    if b"Exif" in box or b"application/rdf+xml" in box:
+        return None
+    at = box.find(b"colrnclx")
+    while at >= 0:
+        primaries = int.from_bytes(box[at + 8 : at + 10], "big")
+        transfer = int.from_bytes(box[at + 10 : at + 12], "big")
+        if primaries not in (1, 2) or transfer not in (1, 2, 13):  # BT.709/sRGB, unspecified
+            return None
+        at = box.find(b"colrnclx", at + 8)
+    return data
 
 
 _STRIPPERS: dict[str, Callable[[bytes], bytes | None]] = {

@@ -206,6 +206,8 @@ def _resample(im: Image.Image, size: Size, box: Box) -> Image.Image:
 
 def _normalise_mode(im: Image.Image, source: SourceInfo) -> Image.Image:
     mode = im.mode
+    if mode in ("L", "RGB") and "transparency" in im.info:
+        return im.convert("RGBA")  # a colour key (PNG tRNS): that colour is transparent
     if mode in ("L", "RGB", "RGBA", "CMYK"):
         return im
     if mode == "P":
@@ -255,6 +257,11 @@ def _to_srgb(
     if mode == "CMYK":
         return [i.convert("RGB") for i in images], None
     return images, (icc if mode == "L" else None)
+
+
+def describes_srgb(icc: bytes | None) -> bool:
+    """Whether pixels tagged ``icc`` show as untagged ones do (no profile, or an sRGB one)."""
+    return icc is None or (_colour_space(icc) == "RGB" and _is_srgb(icc))
 
 
 def _space(mode: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import random
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -710,3 +711,69 @@ def test_the_original_of_a_web_image_is_never_bigger_than_its_source(data):
         f"original {rendering.original.format} {rendering.original.size} > {len(data)} bytes"
     )
     assert "jpeg" not in formats(rendering) or rendering.content == "photo"
+
+
+# -- What the source's own file must not carry when it is published as the original ------
+
+
+def _flat_rgb(size: tuple[int, int] = (120, 80)) -> Image.Image:
+    im = Image.new("RGB", size, (255, 255, 255))
+    ImageDraw.Draw(im).rectangle((30, 20, 90, 60), fill=(200, 30, 30))
+    return im
+
+
+def test_a_colour_key_png_is_transparent_in_every_output():
+    data = save(_flat_rgb(), "PNG", transparency=(255, 255, 255))
+    rendering = render(data, Profile(widths=[60]))
+    for output in rendering.outputs:
+        im = Image.open(io.BytesIO(output.data)).convert("RGBA")
+        assert im.getpixel((0, 0))[3] == 0, (output.name, output.format)  # the key colour
+        assert im.getpixel((im.width // 2, im.height // 2))[3] == 255, output.name
+
+
+def test_a_jfif_thumbnail_is_removed_from_a_published_jpeg():
+    jpeg = save(_flat_rgb(), "JPEG", quality=90)
+    assert jpeg[2:4] == b"\xff\xe0"
+    thumbnail = bytes(range(256)) * 3  # 16x16 RGB
+    app0 = (
+        b"\xff\xe0"
+        + (16 + len(thumbnail)).to_bytes(2, "big")
+        + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x10\x10"
+        + thumbnail
+    )
+    length = int.from_bytes(jpeg[4:6], "big")
+    with_thumbnail = jpeg[:2] + app0 + jpeg[4 + length :]
+    stripped = strip_metadata(with_thumbnail, "jpeg")
+    assert stripped is not None and thumbnail not in stripped
+    assert stripped[2:20] == b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    assert decode(stripped).tobytes() == decode(with_thumbnail).tobytes()
+
+
+def test_a_png_tagged_with_other_colours_than_srgb_is_not_published_as_it_is():
+    plain = save(_flat_rgb(), "PNG")
+    gamma = plain[:33] + _png_chunk(b"gAMA", (100000).to_bytes(4, "big")) + plain[33:]
+    srgb_gamma = plain[:33] + _png_chunk(b"gAMA", (45455).to_bytes(4, "big")) + plain[33:]
+    assert strip_metadata(gamma, "png") is None  # gamma 1.0: the re-encodes would differ
+    assert strip_metadata(srgb_gamma, "png") is not None
+
+
+def test_an_avif_tagged_wide_gamut_is_not_published_as_it_is():
+    avif = save(_flat_rgb(), "AVIF", quality=60)
+    at = avif.find(b"colrnclx")
+    assert at > 0 and strip_metadata(avif, "avif") == avif
+    p3 = avif[: at + 8] + (12).to_bytes(2, "big") + avif[at + 10 :]  # Display P3 primaries
+    assert strip_metadata(p3, "avif") is None
+
+
+def test_a_kept_copyright_is_never_lost_to_the_source_s_own_file(photo):
+    exif = Image.Exif()
+    exif[0x8298] = "(c) Northwind"
+    data = save(photo, "WEBP", quality=75, exif=exif)
+    rendering = render(data, Profile(keep_metadata=True))
+    assert rendering.original.format != "webp" or rendering.original.data != data
+    assert Image.open(io.BytesIO(rendering.original.data)).getexif().get(0x8298) == "(c) Northwind"
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body).to_bytes(4, "big")
+    return len(body).to_bytes(4, "big") + kind + body + crc
