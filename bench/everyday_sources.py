@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageCms, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 NAVY, ORANGE, TEAL, GREY = (20, 40, 90), (240, 120, 20), (0, 140, 140), (90, 90, 90)
 
@@ -177,14 +177,24 @@ def heic(photo: Image.Image, quality: int = 60) -> bytes:
 
 
 def photo_crops(folder: Path, count: int = 3) -> Iterator[tuple[str, Image.Image]]:
-    """Upright 800 px crops of the first ``count`` photos in ``folder``."""
-    from PIL import ImageOps
-
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:count]:
+    """Upright 800 px sRGB copies of the first ``count`` photos in ``folder``, no metadata
+    (a Display P3 photo would otherwise lend its profile to every file made from it)."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    for path in paths[:count]:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((800, 800), Image.Resampling.LANCZOS)
-            yield path.stem, im
+            yield path.stem, to_srgb(ImageOps.exif_transpose(im), 800)
+
+
+def to_srgb(im: Image.Image, edge: int) -> Image.Image:
+    """``im`` shrunk to ``edge`` px, its colours converted to sRGB, its metadata dropped."""
+    icc = im.info.get("icc_profile")
+    im = im.convert("RGB")
+    if icc:
+        srgb = ImageCms.createProfile("sRGB")
+        im = ImageCms.profileToProfile(im, io.BytesIO(icc), srgb, outputMode="RGB")
+    im.thumbnail((edge, edge), Image.Resampling.LANCZOS)
+    im.info = {}
+    return im
 
 
 def everyday_sources(photos: Path) -> dict[str, bytes]:

@@ -10,7 +10,7 @@ rewritten safely (an unexpected structure): the caller then re-encodes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 _SOI, _EOI, _SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -193,25 +193,126 @@ def _webp(data: bytes) -> bytes | None:
 
 
 def _avif(data: bytes) -> bytes | None:
-    """AVIF keeps EXIF and XMP as items listed in its ``meta`` box; rewriting the item
-    tables is not worth it for a rare source, so a file that has either is refused and
-    one that has neither is returned as it is. So is one whose colour box (``nclx``)
-    says other than sRGB/BT.709 (wide gamut, HDR): the engine's decoding ignores it."""
-    meta = data.find(b"meta", 0, 4096)
-    if meta < 4:
+    """AVIF keeps EXIF and XMP as items of its ``meta`` box, located by ``iloc``: their
+    bytes are overwritten in place (every offset stays valid), the EXIF with an empty
+    TIFF directory (decoders check its header), the XMP with spaces. A file whose colour
+    box (``nclx``) says other than sRGB/BT.709 (wide gamut, HDR) is refused: the engine's
+    decoding ignores that box."""
+    meta = _child(data, 0, len(data), b"meta")
+    if meta is None:
         return None
-    size = int.from_bytes(data[meta - 4 : meta], "big")
-    box = data[meta - 4 : meta - 4 + size] if size >= 8 else data
-    if b"Exif" in box or b"application/rdf+xml" in box:
-        return None
-    at = box.find(b"colrnclx")
+    start, end = meta[0] + 4, meta[1]  # a full box: version and flags first
+    at = data.find(b"colrnclx", start, end)
     while at >= 0:
-        primaries = int.from_bytes(box[at + 8 : at + 10], "big")
-        transfer = int.from_bytes(box[at + 10 : at + 12], "big")
+        primaries = int.from_bytes(data[at + 8 : at + 10], "big")
+        transfer = int.from_bytes(data[at + 10 : at + 12], "big")
         if primaries not in (1, 2) or transfer not in (1, 2, 13):  # BT.709/sRGB, unspecified
             return None
-        at = box.find(b"colrnclx", at + 8)
-    return data
+        at = data.find(b"colrnclx", at + 8, end)
+    private = _metadata_items(data, start, end)
+    if not private:
+        return data
+    extents = _item_extents(data, start, end, set(private))
+    if extents is None:
+        return None
+    out = bytearray(data)
+    for item, offset, length in extents:
+        if offset + length > len(out):
+            return None
+        if private[item] == "exif":
+            if length < len(_EMPTY_EXIF):
+                return None
+            blank = _EMPTY_EXIF + bytes(length - len(_EMPTY_EXIF))
+        else:
+            blank = b" " * length
+        out[offset : offset + length] = blank
+    return bytes(out)
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body start, body end) of the ISO-BMFF boxes between ``start`` and ``end``."""
+    pos = start
+    while pos + 8 <= end:
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        body = pos + 8
+        if size == 1:
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+            body = pos + 16
+        elif size == 0:
+            size = end - pos
+        if size < body - pos or pos + size > end:
+            raise IndexError("box past its parent")
+        yield kind, body, pos + size
+        pos += size
+
+
+def _child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    return next(((b, e) for k, b, e in _boxes(data, start, end) if k == kind), None)
+
+
+#: An AVIF EXIF item with nothing in it: no offset to the TIFF header, which is little-endian
+#: with one directory of no entries and no next directory.
+_EMPTY_EXIF = bytes(4) + b"II*\x00" + (8).to_bytes(4, "little") + bytes(2) + bytes(4)
+
+
+def _metadata_items(data: bytes, start: int, end: int) -> dict[int, str]:
+    """The EXIF and XMP items listed in ``iinf``: id -> "exif" or "xmp"."""
+    iinf = _child(data, start, end, b"iinf")
+    if iinf is None:
+        return {}
+    version = data[iinf[0]]
+    first = iinf[0] + 4 + (2 if version == 0 else 4)
+    found: dict[int, str] = {}
+    for kind, body, stop in _boxes(data, first, iinf[1]):
+        if kind != b"infe" or data[body] < 2:
+            continue
+        id_size = 2 if data[body] == 2 else 4
+        item = int.from_bytes(data[body + 4 : body + 4 + id_size], "big")
+        item_type = data[body + 6 + id_size : body + 10 + id_size]
+        content = data[body + 10 + id_size : stop]
+        if item_type == b"Exif":
+            found[item] = "exif"
+        elif item_type == b"mime" and b"rdf+xml" in content:
+            found[item] = "xmp"
+    return found
+
+
+def _item_extents(
+    data: bytes, start: int, end: int, items: set[int]
+) -> list[tuple[int, int, int]] | None:
+    """(item, file offset, length) of ``items``' data, from ``iloc``; None when an item's
+    data is not a plain range of the file (another construction method)."""
+    iloc = _child(data, start, end, b"iloc")
+    if iloc is None:
+        return None
+    pos, version = iloc[0] + 4, data[iloc[0]]
+    offset_size, length_size = data[pos] >> 4, data[pos] & 15
+    base_size, index_size = data[pos + 1] >> 4, (data[pos + 1] & 15 if version else 0)
+    pos += 2
+
+    def number(size: int) -> int:
+        nonlocal pos
+        value = int.from_bytes(data[pos : pos + size], "big")
+        pos += size
+        return value
+
+    extents: list[tuple[int, int, int]] = []
+    for _ in range(number(2 if version < 2 else 4)):
+        item = number(2 if version < 2 else 4)
+        method = number(2) & 15 if version else 0
+        number(2)  # data reference index
+        base = number(base_size)
+        for _ in range(number(2)):
+            number(index_size)
+            offset, length = number(offset_size), number(length_size)
+            if item in items:
+                if method != 0:
+                    return None
+                extents.append((item, base + offset, length))
+        if pos > iloc[1]:
+            return None
+    return extents
 
 
 _STRIPPERS: dict[str, Callable[[bytes], bytes | None]] = {

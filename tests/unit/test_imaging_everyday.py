@@ -777,3 +777,17 @@ def test_a_kept_copyright_is_never_lost_to_the_source_s_own_file(photo):
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     crc = zlib.crc32(kind + body).to_bytes(4, "big")
     return len(body).to_bytes(4, "big") + kind + body + crc
+
+
+def test_an_avif_s_exif_and_xmp_are_blanked_in_place(photo):
+    exif = private_exif()
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>Jane Owner, 48.85N</rdf:RDF></x:xmpmeta>'
+    data = save(photo, "AVIF", quality=50, exif=exif, xmp=xmp)
+    stripped = strip_metadata(data, "avif")
+    assert stripped is not None and len(stripped) == len(data)
+    assert b"Jane Owner" in data and b"Jane Owner" not in stripped
+    clean = Image.open(io.BytesIO(stripped))
+    assert clean.tobytes() == Image.open(io.BytesIO(data)).tobytes()
+    assert not clean.getexif() and not (clean.info.get("xmp") or b"").strip()
+    # A camera AVIF is therefore never published larger than it came.
+    assert render(data, Profile()).original.size <= len(data)
