@@ -41,7 +41,7 @@ WEB_FORMATS = frozenset({"jpeg", "png", "gif", "webp", "avif"})
 #: Formats that keep an animation in the outputs (the fallback is a still poster).
 ANIMATION_FORMATS = frozenset({"webp", "avif", "gif"})
 #: JPEG quality of a full-size transcode: the lowest that kept SSIM >= 0.97 against the
-#: iPhone HEIC of bench/everyday.py (82 gave 0.964, 86 gives 0.973 at 0.90x its bytes).
+#: iPhone HEIC of bench/everyday.py (82 gave 0.964, 86 gives 0.973 at 0.92x its bytes).
 TRANSCODE_QUALITY = 86
 #: WebP first: whether its lossless mode won for a graphic decides whether AVIF's
 #: near-lossless mode is worth trying at the same size. The formats shown in the
