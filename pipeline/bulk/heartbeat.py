@@ -59,6 +59,11 @@ class Heartbeat:
         MigrationRun.objects.filter(pk=self.run_id).update(heartbeat_at=self._last)
         self._due = time.monotonic() + EVERY
 
+    @property
+    def last(self) -> datetime | None:
+        """The heartbeat this worker wrote last (None before ``start``)."""
+        return self._last
+
     def __call__(self, *_args: object) -> None:
         if time.monotonic() < self._due:
             return

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -136,8 +136,8 @@ def migration_report(*, run_id: int, final: bool = False) -> Report:
         r.add_dangling(f"{label} pk={row_pk}", value, reason)
     r.orphans_imported = items.filter(imported=True).count()
     if opts.orphans == "skip":
-        in_library = library(source_sha256__isnull=False).values("source_sha256")
-        r.orphans_skipped = canon.filter(orphan=True).exclude(sha256__in=in_library).count()
+        in_library = library(source_sha256=OuterRef("sha256"))  # EXISTS: see planning
+        r.orphans_skipped = canon.filter(orphan=True).exclude(Exists(in_library)).count()
     r.bytes_before = items.filter(kind=Kind.IMAGE).aggregate(n=Sum("size"))["n"] or 0
     stored = canon.filter(state__in=[Item.UPLOADED, Item.PRESENT])
     r.bytes_after = stored.aggregate(n=Sum("size"))["n"] or 0

@@ -136,6 +136,14 @@ def migration_start(*, run_id: int) -> None:
     except Superseded:
         logger.warning("migration run %s: started again elsewhere; this start stops", run_id)
         return
+    except Exception as e:
+        # A folder gone or unreadable, a bug: the sweep would start the run again every
+        # STALE_START_AFTER for ever. Failed, it waits for someone to resume it
+        # (`migrate_media --resume`), from the step it failed in.
+        MigrationRun.objects.filter(pk=run_id, heartbeat_at=beat.last).update(
+            state=Run.FAILED, error=f"{type(e).__name__}: {e}"[:2000], heartbeat_at=None
+        )
+        raise
     migration_drive(run_id=run_id)
 
 

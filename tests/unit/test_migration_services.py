@@ -337,3 +337,25 @@ def test_the_sweep_starts_again_only_runs_whose_start_went_silent(
         (dispatch.START_RUN, (runs["silent"].pk,)),
         (dispatch.START_RUN, (runs["planning"].pk,)),
     ]
+
+
+def test_a_detached_start_that_fails_fails_its_run_instead_of_looping(
+    tmp_path, settings, monkeypatch
+) -> None:
+    from pipeline import dispatch
+    from pipeline.bulk import coordinator
+    from pipeline.bulk.runs import migration_start
+
+    sent: list[str] = []
+    monkeypatch.setattr(dispatch, "send", lambda name, *args, **kw: sent.append(name))
+    settings.PIPELINE = {**settings.PIPELINE, "MIGRATION": {"STALE_START_AFTER": 0}}
+    run = migration_create(source=str(tmp_path / "unmounted"), options=Options())
+
+    with pytest.raises(OSError):
+        migration_start(run_id=run.pk)  # the folder is gone
+
+    run.refresh_from_db()
+    assert run.state == MigrationRun.State.FAILED and run.heartbeat_at is None
+    assert "unmounted" in run.error
+    coordinator.migration_sweep()
+    assert dispatch.START_RUN not in sent  # left for someone to resume, not restarted
