@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from celery.signals import before_task_publish
 from django.core.management import call_command
+from PIL import Image
 
 from demo.models import Photo
 from demo.sample_tree import SampleManifest, build_sample_tree
@@ -346,6 +347,9 @@ def test_detached_run_finishes_in_the_workers_and_stores_its_report(
     assert f"run {run.pk}" in table and "rows re-linked" in table
 
 
+SLOW_FILES = 64
+
+
 def test_a_detached_run_whose_worker_dies_while_scanning_is_started_again(
     celery_worker, s3_proxy, s3, clean_buckets, legacy, published
 ):
@@ -360,12 +364,16 @@ def test_a_detached_run_whose_worker_dies_while_scanning_is_started_again(
     from pipeline.bulk import tasks as migration_tasks
     from pipeline.bulk.coordinator import migration_sweep
 
-    # Large files that are not images (zeros, sparse: no disk), read whole for their
-    # checksums: a scan of several seconds.
+    # Large JPEGs cut short (a real header, then sparse zeros: no disk), each read whole
+    # for its checksums and then rejected as truncated: a scan of several seconds on any
+    # machine. (Files that are not images are refused from their first bytes, unread.)
     slow = legacy.root / "archive"
     slow.mkdir()
-    for i in range(16):
-        with open(slow / f"dump-{i:02}.bin", "wb") as f:
+    header = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(header, "JPEG")
+    for i in range(SLOW_FILES):
+        with open(slow / f"scan-{i:02}.jpg", "wb") as f:
+            f.write(header.getvalue()[:-2])  # no end-of-image marker
             f.truncate(40 * 1024 * 1024)
     call_command(
         "migrate_media", str(legacy.root), "--model", MODEL, "--detach", stdout=io.StringIO()
@@ -398,9 +406,12 @@ def test_a_detached_run_whose_worker_dies_while_scanning_is_started_again(
     finished = wait_for(done, timeout=240, what="the restarted run to finish")
     report = Report.from_dict(finished.report)
     counts = legacy.sample.counts
-    assert report.files_scanned == len(legacy.sample.expected) + 16
-    assert report.not_images == counts[Kind.NOT_IMAGE] + 16
-    assert (report.images, report.rejected_count) == (counts[Kind.IMAGE], counts[Kind.REJECTED])
+    assert report.files_scanned == len(legacy.sample.expected) + SLOW_FILES
+    assert report.not_images == counts[Kind.NOT_IMAGE]
+    assert (report.images, report.rejected_count) == (
+        counts[Kind.IMAGE],
+        counts[Kind.REJECTED] + SLOW_FILES,
+    )
     assert report.uploaded + report.already_present == counts["unique_images"]
     assert report.failed == {}
     assert set(bucket(s3, PRIMARY_BUCKET)) == legacy.keys
