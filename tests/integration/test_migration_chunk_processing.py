@@ -1,0 +1,174 @@
+"""A chunk processes the rows it migrated itself, from the files it uploaded: the same
+row state and outputs as a save's task, no task per row, no GET of the original; and a
+chunk killed while rendering leaves its rows to the sweep.
+
+Runs in-process (tasks eager, as in the embedded mode) against moto over HTTP.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import current_app
+from django.core.management import call_command
+from django.utils import timezone
+
+from pipeline import imaging, services, storage
+from pipeline.fields import Status
+from pipeline.models import MediaAsset
+from tests.conftest import PHOTOS
+from tests.services import PUBLIC_BUCKET
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+NAMES = ("19_cabin_640.jpg", "21_mountain_500.jpg", "23_flower_300.jpg")
+
+
+class Killed(BaseException):
+    """The worker process dying mid-render: nothing after it runs, nothing is recorded."""
+
+
+@pytest.fixture
+def eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(current_app.conf, "task_always_eager", True)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "legacy"
+    (root / "photos").mkdir(parents=True)
+    for name in NAMES:
+        shutil.copy(PHOTOS / name, root / "photos" / name)
+    return root
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Keys read back from the buckets (``storage.read``, what a task's GET goes through)."""
+    keys: list[str] = []
+    real = storage.read
+
+    def read(target: Any, key: str) -> bytes:
+        keys.append(key)
+        return real(target, key)
+
+    monkeypatch.setattr(storage, "read", read)
+    return keys
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Processing tasks published (run eagerly all the same)."""
+    from pipeline import dispatch
+
+    sent: list[tuple[Any, ...]] = []
+    real = dispatch.send
+
+    def send(name: str, *args: Any, **kwargs: Any) -> bool:
+        if name == dispatch.PROCESS_MEDIA:
+            sent.append(args)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "send", send)
+    return sent
+
+
+def public_keys(s3: Any) -> set[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=PUBLIC_BUCKET)
+    return {o["Key"] for page in pages for o in page.get("Contents", ())}
+
+
+def test_migrated_rows_are_processed_in_their_chunk_as_a_save_would(
+    s3: Any, clean_buckets: None, eager: None, tree: Path, reads: list[str], published: list
+) -> None:
+    call_command("migrate_media", str(tree), "--orphans", "import", stdout=None)
+
+    assets = list(MediaAsset.objects.order_by("pk"))
+    assert len(assets) == len(NAMES)
+    assert {a.image_status for a in assets} == {Status.READY}
+    assert published == [] and reads == []  # no task per row, no original read back
+    stored = public_keys(s3)
+    for a in assets:
+        manifest = a.image_manifest
+        assert set(manifest) == {
+            "profile", "source", "content", "original", "variants", "skipped", "notes",
+        }  # fmt: skip
+        assert manifest["source"] == a.image.name and a.image_source == a.image.name
+        assert services.manifest_keys(manifest) <= stored
+        assert a.image_attempts == 1 and a.image_error == "" and a.image_due_at is None
+        assert a.image_claimed_by == "" and a.image_checksum == a.source_sha256
+
+    # The save's task, on the same rows, records the very same outputs.
+    before = {a.pk: (a.image_manifest, a.image_width, a.image_height) for a in assets}
+    services.media_reprocess(
+        model_label="pipeline.MediaAsset", field_name="image", pks=[a.pk for a in assets]
+    )
+    after = {
+        a.pk: (a.image_manifest, a.image_width, a.image_height)
+        for a in MediaAsset.objects.order_by("pk")
+    }
+    assert after == before
+    assert len(reads) == len(NAMES)  # the tasks read their original back; the chunk did not
+
+
+def test_a_chunk_killed_while_rendering_leaves_its_rows_to_the_sweep(
+    s3: Any,
+    clean_buckets: None,
+    eager: None,
+    tree: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = imaging.render
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise Killed()
+
+    monkeypatch.setattr(imaging, "render", dies)
+    with pytest.raises(Killed):
+        call_command("migrate_media", str(tree), "--orphans", "import", stdout=None)
+
+    states = sorted(MediaAsset.objects.values_list("image_status", flat=True))
+    assert states == sorted([Status.PROCESSING] + [Status.PENDING] * (len(NAMES) - 1))
+    assert all(MediaAsset.objects.values_list("image_due_at", flat=True))  # all have deadlines
+
+    # Later: the lease and the pending deadlines ran out; the sweep publishes their tasks.
+    monkeypatch.setattr(imaging, "render", real)
+    MediaAsset.objects.update(image_due_at=timezone.now() - timedelta(seconds=1))
+    assert services.media_sweep() == len(NAMES)
+
+    assets = list(MediaAsset.objects.all())
+    assert {a.image_status for a in assets} == {Status.READY}
+    for a in assets:
+        assert services.manifest_keys(a.image_manifest) <= public_keys(s3)
+
+
+def test_a_row_whose_attempt_raises_in_its_chunk_is_handed_to_its_task(
+    s3: Any,
+    clean_buckets: None,
+    eager: None,
+    tree: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    published: list,
+) -> None:
+    real = imaging.render
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug on the first render")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(imaging, "render", flaky)
+    call_command("migrate_media", str(tree), "--orphans", "import", stdout=None)
+
+    # That row went to its task (run eagerly here), with its attempt counted; the others,
+    # each its own original, were processed in the chunk.
+    assert len(published) == 1
+    assets = list(MediaAsset.objects.all())
+    assert {a.image_status for a in assets} == {Status.READY}
+    assert sorted(a.image_attempts for a in assets) == [1] * (len(NAMES) - 1) + [2]
