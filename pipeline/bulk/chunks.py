@@ -16,6 +16,7 @@ their tasks; a row whose attempt raises, and those after it, are handed to their
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from pathlib import PurePosixPath
@@ -36,6 +37,10 @@ from pipeline.fields import Status
 from pipeline.models import MediaAsset, MigrationChunk, MigrationItem
 
 __all__ = ["migration_run_chunk"]
+
+PROCESS_BUDGET = 60.0
+"""Seconds a chunk spends processing its rows itself; those left then get their tasks (a
+chunk of large images must end well within the task's time limit and the rows' deadline)."""
 
 Item = MigrationItem.State
 Chunk = MigrationChunk.State
@@ -88,12 +93,15 @@ def _process_here(
     if not pending:
         return
     task_id = f"chunk-{chunk_id}-{uuid.uuid4().hex[:16]}"
+    until = time.monotonic() + PROCESS_BUDGET
     grouped: defaultdict[str, list[Pending]] = defaultdict(list)
     for p in pending:
         grouped[p.key].append(p)
+    here = True  # until the budget is spent, or an attempt raised (its task took it over)
     for key, group in grouped.items():
         item = by_key.get(key)
-        data = transfer.read_original(root, item.path, item.sha256) if item else None
+        here = here and time.monotonic() < until
+        data = transfer.read_original(root, item.path, item.sha256) if here and item else None
         for p in group:
             label, field_name = p.target.label, p.target.field.name
             if data is None:
@@ -102,13 +110,15 @@ def _process_here(
                     [(label, pk, field_name, rev) for pk, rev in p.revisions.items()],
                 )
                 continue
-            media_services.media_process_here(
+            outcomes = media_services.media_process_here(
                 model_label=label,
                 field_name=field_name,
                 revisions=p.revisions,
                 original=media_services.Original(key, data),
                 task_id=task_id,
             )
+            if "queued" in outcomes.values():
+                here, data = False, None
 
 
 def _record_outcomes(outcomes: list[transfer.Outcome]) -> None:

@@ -146,7 +146,7 @@ def test_a_chunk_killed_while_rendering_leaves_its_rows_to_the_sweep(
         assert services.manifest_keys(a.image_manifest) <= public_keys(s3)
 
 
-def test_a_row_whose_attempt_raises_in_its_chunk_is_handed_to_its_task(
+def test_a_row_whose_attempt_raises_is_handed_to_its_task_with_those_after_it(
     s3: Any,
     clean_buckets: None,
     eager: None,
@@ -166,9 +166,27 @@ def test_a_row_whose_attempt_raises_in_its_chunk_is_handed_to_its_task(
     monkeypatch.setattr(imaging, "render", flaky)
     call_command("migrate_media", str(tree), "--orphans", "import", stdout=None)
 
-    # That row went to its task (run eagerly here), with its attempt counted; the others,
-    # each its own original, were processed in the chunk.
-    assert len(published) == 1
+    # That row and those after it went to their tasks (run eagerly here), its attempt
+    # counted.
+    assert len(published) == len(NAMES)
     assets = list(MediaAsset.objects.all())
     assert {a.image_status for a in assets} == {Status.READY}
     assert sorted(a.image_attempts for a in assets) == [1] * (len(NAMES) - 1) + [2]
+
+
+def test_rows_left_when_the_chunks_time_budget_is_spent_go_to_their_tasks(
+    s3: Any,
+    clean_buckets: None,
+    eager: None,
+    tree: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reads: list[str],
+    published: list,
+) -> None:
+    from pipeline.bulk import chunks
+
+    monkeypatch.setattr(chunks, "PROCESS_BUDGET", 0.0)
+    call_command("migrate_media", str(tree), "--orphans", "import", stdout=None)
+
+    assert len(published) == len(NAMES) and len(reads) == len(NAMES)
+    assert set(MediaAsset.objects.values_list("image_status", flat=True)) == {Status.READY}
