@@ -218,6 +218,19 @@ def media_process(
     if claim is None:
         logger.info("%s %s rev %s: stale, leased or done; skipped", model_label, pk, revision)
         return "stale"
+    return _process_claimed(target, pk, revision, task_id, claim, original)
+
+
+def _process_claimed(
+    target: Target,
+    pk: Any,
+    revision: int,
+    task_id: str,
+    claim: state.Claim,
+    original: Original | None,
+) -> str:
+    """``media_process`` once the row is claimed."""
+    model_label = target.label
     conf = pipeline_settings()
     if claim.attempts > conf["MAX_ATTEMPTS"]:
         last = claim.last_error.removeprefix("retrying: ") or state.WORKER_LOST
@@ -280,6 +293,11 @@ def media_process(
     return "ready"
 
 
+CLAIM_BATCH = 10
+"""Rows ``media_process_here`` claims at once (one ``UPDATE``): their leases all run from
+then, so a batch must be done well within ``LEASE``."""
+
+
 def media_process_here(
     *,
     model_label: str,
@@ -288,20 +306,36 @@ def media_process_here(
     original: Original,
     task_id: str,
 ) -> dict[Any, str]:
-    """Process rows marked pending without a task (``media_attach(queue=False)``,
+    """Process rows made pending without a task (``media_attach_here``,
     ``media_reprocess_here``) here and now, from their original's bytes in hand: the same
     claim, render, outputs, manifest and outcome as their task would record, without a
-    message per row or the GET of the original.
+    message per row or the GET of the original. Rows are claimed ``CLAIM_BATCH`` at a
+    time (one ``UPDATE``).
 
     ``task_id`` names this attempt in the rows' lease (unique to the caller's run). The
     first row whose attempt raises is handed back as the task would hand it to its retry
-    (``media_attempt_failed``), and it and the rows not processed yet get their task
-    published, with the usual retries. Returns each row's outcome ("ready", "failed",
-    "stale", or "queued" for those handed to tasks)."""
+    (``media_attempt_failed``); the rows claimed and not processed yet are released
+    (pending, attempt given back); all of them get their task published, with the usual
+    retries. Returns each row's outcome ("ready", "failed", "stale", or "queued" for those
+    handed to tasks)."""
+    target = Target.of(model_label, field_name)
     outcomes: dict[Any, str] = {}
     left = list(revisions.items())
+    claims: dict[Any, state.Claim] = {}
     while left:
+        if not claims:
+            claims = state.claim_many(target, dict(left[:CLAIM_BATCH]), task_id)
+            for pk, revision in left[:CLAIM_BATCH]:
+                if pk not in claims:
+                    logger.info(
+                        "%s %s rev %s: stale, leased or done; skipped", model_label, pk, revision
+                    )
+                    outcomes[pk] = "stale"
+            left = [(pk, r) for pk, r in left if pk not in outcomes]
+            if not left:
+                break
         pk, revision = left.pop(0)
+        claim = claims.pop(pk)
         row = {
             "model_label": model_label,
             "pk": pk,
@@ -310,13 +344,14 @@ def media_process_here(
             "task_id": task_id,
         }
         try:
-            outcomes[pk] = media_process(**row, original=original)
+            outcomes[pk] = _process_claimed(target, pk, revision, task_id, claim, original)
         except Exception as e:  # as the task boundary does; the task takes the row over
             transient = isinstance(e, TransientError)
             if not transient:
                 logger.exception("%s %s rev %s: unexpected error", model_label, pk, revision)
             reason = str(e) if transient else f"unexpected error: {type(e).__name__}: {e}"
             media_attempt_failed(**row, reason=reason, transient=transient, retry_in=0.0)
+            state.release(target, {p: r for p, r in left if p in claims}, task_id)
             handed = [(pk, revision), *left]
             dispatch.send_many(
                 dispatch.PROCESS_MEDIA, [(model_label, p, field_name, r) for p, r in handed]

@@ -6,7 +6,8 @@ content), is marked done, and tops the queue up again (``coordinator``). Outcome
 recorded with conditional updates, so a chunk run twice (redelivered after a killed
 worker) changes nothing the second time.
 
-Then it processes the rows it made pending itself, from the files on disk it has just
+Then, on a process of its own (``PROCESS_IN_CHUNK``: a prefork worker, or in-process),
+it processes the rows it made pending itself, from the files on disk it has just
 uploaded (read again and checked against the scan's sha256): the same service and row
 state as a save's task (``media_process_here``), without a task per row or a GET of each
 original. The rows are pending before (with the deadline of any pending row) and leased
@@ -16,6 +17,7 @@ their tasks; a row whose attempt raises, and those after it, are handed to their
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -82,14 +84,23 @@ def migration_run_chunk(*, chunk_id: int, dry_run: bool = False) -> None:
     )
     if not dry_run and not is_eager():
         migration_top_up(run_id=run.pk)
-    _process_here(run.source, chunk_id, pending, {i.key: i for i in stored})
+    # On a thread pool, rendering here would hold the I/O worker's threads (and the GIL):
+    # the rows get the save's task on the cpu queue instead.
+    here = conf["PROCESS_IN_CHUNK"] and threading.current_thread() is threading.main_thread()
+    _process_here(run.source, chunk_id, pending, {i.key: i for i in stored}, here=here)
 
 
 def _process_here(
-    root: str, chunk_id: int, pending: list[Pending], by_key: dict[str, MigrationItem]
+    root: str,
+    chunk_id: int,
+    pending: list[Pending],
+    by_key: dict[str, MigrationItem],
+    *,
+    here: bool,
 ) -> None:
-    """Process the rows the chunk made pending, from the originals on disk; the rows whose
-    file is no longer what was scanned get their task (which reads the bucket)."""
+    """Process the rows the chunk made pending, from the originals on disk (``here``),
+    else publish their tasks; the rows whose file is no longer what was scanned get their
+    task too (it reads the bucket)."""
     if not pending:
         return
     task_id = f"chunk-{chunk_id}-{uuid.uuid4().hex[:16]}"
@@ -97,7 +108,7 @@ def _process_here(
     grouped: defaultdict[str, list[Pending]] = defaultdict(list)
     for p in pending:
         grouped[p.key].append(p)
-    here = True  # until the budget is spent, or an attempt raised (its task took it over)
+    # ``here`` until the budget is spent, or an attempt raised (its task took it over).
     for key, group in grouped.items():
         item = by_key.get(key)
         here = here and time.monotonic() < until

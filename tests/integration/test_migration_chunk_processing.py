@@ -190,3 +190,71 @@ def test_rows_left_when_the_chunks_time_budget_is_spent_go_to_their_tasks(
 
     assert len(published) == len(NAMES) and len(reads) == len(NAMES)
     assert set(MediaAsset.objects.values_list("image_status", flat=True)) == {Status.READY}
+
+
+def test_rows_of_one_original_are_claimed_together_and_the_unreached_released(
+    s3: Any, clean_buckets: None, eager: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several rows holding one original: claimed in one go; when one attempt raises, the
+    rows claimed but not reached are pending again with their attempt given back, and
+    every one of them is processed by its task."""
+    from demo.models import Photo
+    from pipeline import state
+
+    data = (PHOTOS / NAMES[0]).read_bytes()
+    key = "legacy/shared.jpg"
+    storage.write(storage.primary(), key, data, content_type="image/jpeg")
+    photos = Photo.objects.bulk_create([Photo(title=f"p{i}", image=key) for i in range(4)])
+    target = state.Target.of("demo.Photo", "image")
+    revisions = dict(sorted(state.mark_pending(target, [p.pk for p in photos]).items()))
+    real = imaging.render
+    calls: list[int] = []
+    seen: list[list[str]] = []
+
+    def second_fails(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        seen.append(list(Photo.objects.order_by("pk").values_list("image_status", flat=True)))
+        if len(calls) == 2:
+            raise RuntimeError("a bug on the second render")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(imaging, "render", second_fails)
+    outcomes = services.media_process_here(
+        model_label="demo.Photo",
+        field_name="image",
+        revisions=revisions,
+        original=services.Original(key, data),
+        task_id="chunk-test",
+    )
+
+    first, *others = [p.pk for p in photos]
+    assert outcomes == {first: "ready", **dict.fromkeys(others, "queued")}
+    # All four were claimed by the first render; the tasks then ran eagerly.
+    assert seen[0] == [Status.PROCESSING] * 4
+    rows = list(Photo.objects.order_by("pk"))
+    assert {r.image_status for r in rows} == {Status.READY}
+    assert [r.image_attempts for r in rows] == [1, 2, 1, 1]
+
+
+def test_a_chunk_on_a_thread_pool_publishes_the_saves_task_for_each_row(
+    s3: Any,
+    clean_buckets: None,
+    eager: None,
+    tree: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reads: list[str],
+    published: list,
+) -> None:
+    """Rendering belongs to processes (the cpu queue's prefork workers), not to the threads
+    of the migration queue's I/O worker."""
+    import threading
+    from types import SimpleNamespace
+
+    from pipeline.bulk import chunks
+
+    a_thread = SimpleNamespace(current_thread=threading.current_thread, main_thread=object)
+    monkeypatch.setattr(chunks, "threading", a_thread)
+    call_command("migrate_media", str(tree), "--orphans", "import", stdout=None)
+
+    assert len(published) == len(NAMES) and len(reads) == len(NAMES)
+    assert set(MediaAsset.objects.values_list("image_status", flat=True)) == {Status.READY}
