@@ -252,7 +252,8 @@ def _process_claimed(
         state.finish_failed(target, pk, revision, task_id, e.reason, duration_ms=_ms_since(started))
         logger.warning("%s %s rev %s: failed: %s", model_label, pk, revision, e.reason)
         return "failed"
-    state.renew(target, pk, revision, task_id)
+    if time.monotonic() - claim.taken > conf["LEASE"] / 4:  # else the lease holds long enough
+        state.renew(target, pk, revision, task_id)
 
     manifest = _publish(target, pk, claim.source, rendering)
     new_keys, old_keys = manifest_keys(manifest), manifest_keys(claim.manifest)
@@ -502,14 +503,14 @@ def _publish(
         {
             "name": out.name,
             "key": key,
-            "url": storage.url(public, key),
+            "url": url,
             "format": out.format,
             "width": out.width,
             "height": out.height,
             "bytes": out.size,
             "sha256": out.sha256,
         }
-        for key, out in zip(keys, rendering.outputs, strict=True)
+        for key, url, out in zip(keys, storage.urls(public, keys), rendering.outputs, strict=True)
     ]
     original = next(e for e in entries if e["name"] == "original")
     return {

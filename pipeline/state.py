@@ -22,8 +22,9 @@ have none.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -241,6 +242,7 @@ class Claim:
     manifest: dict[str, Any]
     attempts: int
     last_error: str
+    taken: float = field(default_factory=time.monotonic, compare=False)  # its lease's start
 
 
 def claim(target: Target, pk: Any, revision: int, task_id: str) -> Claim | None:
