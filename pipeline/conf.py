@@ -103,6 +103,13 @@ DEFAULTS: dict[str, Any] = {
         # heartbeat (every 10 s) for this long (seconds) is started again by the sweep:
         # its worker died, and start_run, acknowledged on receipt, died with it.
         "STALE_START_AFTER": 600,
+        # A chunk processes the rows it links or imports itself, from the files it has
+        # just uploaded (no task per row, no GET of each original), when it runs on a
+        # process of its own: a prefork worker, or in-process without a broker. On a
+        # thread pool (docker-compose.yml's migration worker) the rows get the save's task
+        # on the cpu queue instead, rendered where rendering is sized to run. False: always
+        # the save's task.
+        "PROCESS_IN_CHUNK": True,
     },
 }
 

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,11 +23,11 @@ from django.utils import timezone
 from pipeline import dispatch, imaging, naming, state, storage
 from pipeline.cdn import request_invalidation
 from pipeline.conf import pipeline_settings
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, TransientError
 from pipeline.models import PendingDeletion
 from pipeline.state import Target, managed_targets
 
-__all__ = ["Target", "managed_targets"]
+__all__ = ["Original", "Target", "managed_targets"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,24 @@ def media_attach(
     Returns how many rows were re-linked.
     """
     target = Target.of(model_label, field_name)
+    return len(_attach(target, pks, name, process=process, queue=True))
+
+
+def media_attach_here(
+    *, model_label: str, field_name: str, pks: Iterable[Any], name: str
+) -> dict[Any, int]:
+    """``media_attach`` with processing, but publishing nothing: the caller processes the
+    rows itself (``media_process_here``) right after the commit. They are pending with the
+    deadline of any pending row, so the sweep publishes their task should the caller never
+    get to them. Returns each re-linked row's new revision."""
+    return _attach(Target.of(model_label, field_name), pks, name, process=True, queue=False)
+
+
+def _attach(
+    target: Target, pks: Iterable[Any], name: str, *, process: bool, queue: bool
+) -> dict[Any, int]:
     storage.check_key(name)
+    field_name = target.field.name
     with transaction.atomic():
         pks = list(
             target.rows()
@@ -96,15 +114,26 @@ def media_attach(
             .values_list("pk", flat=True)
         )
         if not pks:
-            return 0
+            return {}
         # A queryset update: no save signals, the handler must not enqueue a second time.
         target.rows().filter(pk__in=pks).update(**{field_name: name})
-        if process:
-            _process_on_commit(target, state.mark_pending(target, pks))
-        else:
+        if not process:
             for pk, dropped in state.mark_unprocessed(target, pks).items():
                 _delete_on_commit(sorted(manifest_keys(dropped)), owner=target.owner(pk))
-    return len(pks)
+            return dict.fromkeys(pks, 0)
+        revisions = state.mark_pending(target, pks)
+        if queue:
+            _process_on_commit(target, revisions)
+        return revisions
+
+
+def media_reprocess_here(
+    *, model_label: str, field_name: str, pks: Iterable[Any]
+) -> dict[Any, int]:
+    """``media_reprocess``, but publishing nothing: the caller processes the rows itself
+    (``media_process_here``) right after the commit; the sweep publishes their task
+    should it never get to them. Returns each row's new revision."""
+    return state.mark_pending(Target.of(model_label, field_name), pks)
 
 
 def media_sweep(*, limit: int = 1000) -> int:
@@ -155,8 +184,24 @@ def _publish_lost_deletions(limit: int) -> int:
 # --- Processing -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Original:
+    """An original's bytes already in hand, read from elsewhere than the primary bucket
+    (a migration chunk has the file on disk, checked against its sha256): rendered
+    instead of reading ``key`` back, for a row that still holds ``key``."""
+
+    key: str
+    data: bytes
+
+
 def media_process(
-    *, model_label: str, pk: Any, field_name: str, revision: int, task_id: str
+    *,
+    model_label: str,
+    pk: Any,
+    field_name: str,
+    revision: int,
+    task_id: str,
+    original: Original | None = None,
 ) -> str:
     """Render one row's image into the public bucket and record the outcome on the row.
 
@@ -164,12 +209,28 @@ def media_process(
     or is leased to another task). Raises ``TransientError`` (and anything unexpected)
     for the task to hand to ``media_attempt_failed``; everything written uses
     deterministic keys, so a retry overwrites instead of leaving orphans.
+
+    ``original``: the bytes of the row's file, when the caller has them (no GET); used
+    only if the claimed row still holds that very key, else the bucket is read.
     """
     target = Target.of(model_label, field_name)
     claim = state.claim(target, pk, revision, task_id)
     if claim is None:
         logger.info("%s %s rev %s: stale, leased or done; skipped", model_label, pk, revision)
         return "stale"
+    return _process_claimed(target, pk, revision, task_id, claim, original)
+
+
+def _process_claimed(
+    target: Target,
+    pk: Any,
+    revision: int,
+    task_id: str,
+    claim: state.Claim,
+    original: Original | None,
+) -> str:
+    """``media_process`` once the row is claimed."""
+    model_label = target.label
     conf = pipeline_settings()
     if claim.attempts > conf["MAX_ATTEMPTS"]:
         last = claim.last_error.removeprefix("retrying: ") or state.WORKER_LOST
@@ -181,14 +242,18 @@ def media_process(
     started = time.monotonic()
     profile = conf.profile(target.field.profile)
     try:
-        data = storage.read(storage.primary(), claim.source)
-        state.renew(target, pk, revision, task_id)
+        if original is not None and original.key == claim.source:
+            data = original.data  # the lease was just taken: no renewal before rendering
+        else:
+            data = storage.read(storage.primary(), claim.source)
+            state.renew(target, pk, revision, task_id)
         rendering = imaging.render(data, profile)
     except PermanentError as e:
         state.finish_failed(target, pk, revision, task_id, e.reason, duration_ms=_ms_since(started))
         logger.warning("%s %s rev %s: failed: %s", model_label, pk, revision, e.reason)
         return "failed"
-    state.renew(target, pk, revision, task_id)
+    if time.monotonic() - claim.taken > conf["LEASE"] / 4:  # else the lease holds long enough
+        state.renew(target, pk, revision, task_id)
 
     manifest = _publish(target, pk, claim.source, rendering)
     new_keys, old_keys = manifest_keys(manifest), manifest_keys(claim.manifest)
@@ -227,6 +292,74 @@ def media_process(
         rendering.source.size,
     )
     return "ready"
+
+
+CLAIM_BATCH = 10
+"""Rows ``media_process_here`` claims at once (one ``UPDATE``): their leases all run from
+then, so a batch must be done well within ``LEASE``."""
+
+
+def media_process_here(
+    *,
+    model_label: str,
+    field_name: str,
+    revisions: dict[Any, int],
+    original: Original,
+    task_id: str,
+) -> dict[Any, str]:
+    """Process rows made pending without a task (``media_attach_here``,
+    ``media_reprocess_here``) here and now, from their original's bytes in hand: the same
+    claim, render, outputs, manifest and outcome as their task would record, without a
+    message per row or the GET of the original. Rows are claimed ``CLAIM_BATCH`` at a
+    time (one ``UPDATE``).
+
+    ``task_id`` names this attempt in the rows' lease (unique to the caller's run). The
+    first row whose attempt raises is handed back as the task would hand it to its retry
+    (``media_attempt_failed``); the rows claimed and not processed yet are released
+    (pending, attempt given back); all of them get their task published, with the usual
+    retries. Returns each row's outcome ("ready", "failed", "stale", or "queued" for those
+    handed to tasks)."""
+    target = Target.of(model_label, field_name)
+    outcomes: dict[Any, str] = {}
+    left = list(revisions.items())
+    claims: dict[Any, state.Claim] = {}
+    while left:
+        if not claims:
+            claims = state.claim_many(target, dict(left[:CLAIM_BATCH]), task_id)
+            for pk, revision in left[:CLAIM_BATCH]:
+                if pk not in claims:
+                    logger.info(
+                        "%s %s rev %s: stale, leased or done; skipped", model_label, pk, revision
+                    )
+                    outcomes[pk] = "stale"
+            left = [(pk, r) for pk, r in left if pk not in outcomes]
+            if not left:
+                break
+        pk, revision = left.pop(0)
+        claim = claims.pop(pk)
+        row = {
+            "model_label": model_label,
+            "pk": pk,
+            "field_name": field_name,
+            "revision": revision,
+            "task_id": task_id,
+        }
+        try:
+            outcomes[pk] = _process_claimed(target, pk, revision, task_id, claim, original)
+        except Exception as e:  # as the task boundary does; the task takes the row over
+            transient = isinstance(e, TransientError)
+            if not transient:
+                logger.exception("%s %s rev %s: unexpected error", model_label, pk, revision)
+            reason = str(e) if transient else f"unexpected error: {type(e).__name__}: {e}"
+            media_attempt_failed(**row, reason=reason, transient=transient, retry_in=0.0)
+            state.release(target, {p: r for p, r in left if p in claims}, task_id)
+            handed = [(pk, revision), *left]
+            dispatch.send_many(
+                dispatch.PROCESS_MEDIA, [(model_label, p, field_name, r) for p, r in handed]
+            )
+            outcomes.update(dict.fromkeys([p for p, _r in handed], "queued"))
+            break
+    return outcomes
 
 
 def media_attempt_failed(
@@ -370,7 +503,7 @@ def _publish(
         {
             "name": out.name,
             "key": key,
-            "url": storage.url(public, key),
+            "url": url,
             "format": out.format,
             "width": out.width,
             "height": out.height,
@@ -381,7 +514,7 @@ def _publish(
             "quality": out.quality,
             **({"score": out.score} if out.score is not None else {}),
         }
-        for key, out in zip(keys, rendering.outputs, strict=True)
+        for key, url, out in zip(keys, storage.urls(public, keys), rendering.outputs, strict=True)
     ]
     original = next(e for e in entries if e["name"] == "original")
     return {

@@ -22,8 +22,9 @@ have none.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -241,6 +242,7 @@ class Claim:
     manifest: dict[str, Any]
     attempts: int
     last_error: str
+    taken: float = field(default_factory=time.monotonic, compare=False)  # its lease's start
 
 
 def claim(target: Target, pk: Any, revision: int, task_id: str) -> Claim | None:
@@ -248,16 +250,29 @@ def claim(target: Target, pk: Any, revision: int, task_id: str) -> Claim | None:
     under this very task (a redelivery after its worker died). Counts the attempt and
     starts the lease. None when the row moved on, is gone, or is leased to another task
     (a duplicate message: the sweep's, or a second delivery)."""
+    return claim_many(target, {pk: revision}, task_id).get(pk)
+
+
+def claim_many(target: Target, revisions: dict[Any, int], task_id: str) -> dict[Any, Claim]:
+    """``claim`` for several rows at once (each for its revision), in one ``UPDATE`` and one
+    read: the rows one caller processes in turn (a migration chunk), all leased to it
+    from now. Returns the claims of the rows taken; the others are left as they are."""
+    if not revisions:
+        return {}
     now = timezone.now()
     status, due, owner = target.col("status"), target.col("due_at"), target.col("claimed_by")
     claimable = Q(**{status: Status.PENDING}) | Q(
         Q(**{f"{due}__lt": now}) | Q(**{due: None}) | Q(**{owner: task_id}),
         **{status: Status.PROCESSING},
     )
+    which = Q()
+    for pk, revision in revisions.items():
+        which |= Q(pk=pk, **{target.col("revision"): revision})
     with transaction.atomic():
         claimed = (
-            target.rows(pk)
-            .filter(claimable, **{target.col("revision"): revision})
+            target.rows()
+            .filter(which)
+            .filter(claimable)
             .update(
                 **target.values(
                     Status.PROCESSING,
@@ -276,23 +291,27 @@ def claim(target: Target, pk: Any, revision: int, task_id: str) -> Claim | None:
             )
         )
         if not claimed:
-            return None
-        row = (
-            target.rows(pk)
+            return {}
+        rows = (
+            target.rows()
+            .filter(which, **{owner: task_id, status: Status.PROCESSING})
             .values(
+                "pk",
                 target.field.name,
                 target.col("manifest"),
                 target.col("attempts"),
                 target.col("error"),
             )
-            .get()
         )
-    return Claim(
-        source=row[target.field.name],
-        manifest=row[target.col("manifest")] or {},
-        attempts=row[target.col("attempts")],
-        last_error=row[target.col("error")],
-    )
+        return {
+            row["pk"]: Claim(
+                source=row[target.field.name],
+                manifest=row[target.col("manifest")] or {},
+                attempts=row[target.col("attempts")],
+                last_error=row[target.col("error")],
+            )
+            for row in rows
+        }
 
 
 def renew(target: Target, pk: Any, revision: int, task_id: str) -> None:
@@ -356,6 +375,18 @@ def _held(target: Target, pk: Any, revision: int, task_id: str) -> models.QueryS
             target.col("claimed_by"): task_id,
         }
     )
+
+
+def release(target: Target, revisions: dict[Any, int], task_id: str) -> None:
+    """Rows ``task_id`` claimed (``claim_many``) but never got to: pending again, due for
+    the sweep as any pending row, the attempt given back."""
+    attempts = target.col("attempts")
+    stale_after = pipeline_settings()["STALE_AFTER"]
+    for pk, revision in revisions.items():
+        _held(target, pk, revision, task_id).update(
+            **target.values(Status.PENDING, due_at=_after(stale_after), claimed_by=""),
+            **{attempts: F(attempts) - 1},
+        )
 
 
 def back_to_pending(

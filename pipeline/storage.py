@@ -16,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -387,6 +388,30 @@ def list_objects(
 def url(storage: Storage, key: str) -> str:
     """The public URL of ``key`` (the CDN domain on S3); computed, no request made."""
     return storage.url(key)
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def urls(storage: Storage, keys: Sequence[str]) -> list[str]:
+    """The public URLs of several keys, computed as ``url`` does but asking the storage
+    once per folder: without a custom domain, django-storages builds each S3 URL through
+    botocore (an unsigned presigned URL, then stripped), a visible CPU cost per image.
+    Another key of the same folder differs only by its last segment, swapped in when the
+    URL has no query string (nothing signed) and the name needs no quoting."""
+    result: list[str] = []
+    folders: dict[str, str] = {}  # folder -> the URL of that folder, up to its last "/"
+    for key in keys:
+        folder, _, name = key.rpartition("/")
+        base = folders.get(folder)
+        if base is not None and _PLAIN_NAME.fullmatch(name):
+            result.append(base + name)
+            continue
+        found = url(storage, key)
+        result.append(found)
+        if "?" not in found and found.endswith("/" + name) and _PLAIN_NAME.fullmatch(name):
+            folders[folder] = found[: -len(name)]
+    return result
 
 
 def md5_hex(data: bytes) -> str:

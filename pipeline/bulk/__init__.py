@@ -29,7 +29,9 @@ key rules and ``planning`` the queries applying them, ``report`` the counters an
   * ``references`` (pure): turn what an old row holds into the legacy path it refers to.
 
 * ``coordinator``: chunk tasks fed to the queue a few at a time; a run moved on, finished.
-* ``chunks``: one chunk uploaded, re-linked and imported, idempotently.
+* ``chunks``: one chunk uploaded, re-linked and imported, idempotently; then its rows
+  processed from the files on disk (``pipeline.services.media_process_here``), or handed
+  to the save's task on a thread pool.
 
   * ``transfer`` (no rows): uploads of a chunk's originals, skipping what the bucket
     already holds.

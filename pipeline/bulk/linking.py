@@ -4,8 +4,9 @@ At planning (``resolve_links``), every row of each target whose value is not alr
 key is resolved (``references``) against the stored scan, in batches, into a
 ``MigrationLink``: a key, or why not (``dangling``). Once a chunk has stored their
 contents (``link_rows``), the rows are pointed at their keys with
-``pipeline.services.media_attach`` (which queues the same processing task as a save),
-unless they were edited in between.
+``pipeline.services.media_attach_here`` (pending, as after a save), unless they were
+edited in between; ``link_rows`` returns them, for the chunk to process from the files
+it has on disk (``pipeline.services.media_process_here``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pipeline.bulk.scan import Kind
 from pipeline.fields import Status
 from pipeline.models import MigrationItem, MigrationLink, MigrationRun
 
-__all__ = ["link_rows", "resolve_links"]
+__all__ = ["Pending", "link_rows", "resolve_links"]
 
 Link = MigrationLink.State
 
@@ -147,6 +148,16 @@ def _link(
     )
 
 
+@dataclass(frozen=True)
+class Pending:
+    """Rows of one target marked pending for one stored original, no task published: the
+    caller processes them (``media_services.media_process_here``)."""
+
+    target: media_services.Target
+    key: str
+    revisions: dict[Any, int]
+
+
 def link_rows(
     run: MigrationRun,
     opts: Options,
@@ -154,7 +165,10 @@ def link_rows(
     failed: list[MigrationItem],
     *,
     dry_run: bool,
-) -> None:
+) -> list[Pending]:
+    """Point the rows waiting for ``stored`` at their keys, and give up on those waiting
+    for ``failed``. With processing, the rows are returned pending, no task published."""
+    pending: list[Pending] = []
     links = MigrationLink.objects.filter(run=run, state=Link.PENDING)
     for item in failed:
         links.filter(key=item.key).update(
@@ -176,44 +190,58 @@ def link_rows(
                 .values_list("pk", target.field.name)
             }
             by_key: defaultdict[str, list[str]] = defaultdict(list)
-            current: list[str] = []
+            current: dict[str, str] = {}
             moved: list[str] = []
             for key, pk, value in wanted:
                 if now.get(pk) == key:
-                    current.append(pk)
+                    current[pk] = key
                 elif now.get(pk) == value:
                     by_key[key].append(pk)
                 else:  # edited (or deleted) since it was resolved: not ours to overwrite
                     moved.append(pk)
             for key, pks in by_key.items():
-                if not dry_run:
+                if dry_run:
+                    continue
+                if not opts.process:
                     media_services.media_attach(
                         model_label=target.label,
                         field_name=target.field.name,
                         pks=pks,
                         name=key,
-                        process=opts.process,
+                        process=False,
                     )
+                    continue
+                revisions = media_services.media_attach_here(
+                    model_label=target.label, field_name=target.field.name, pks=pks, name=key
+                )
+                if revisions:
+                    pending.append(Pending(target, key, revisions))
             if current and opts.process and not dry_run:
-                _reprocess_empty(target, current)
+                pending += _reprocess_empty(target, current)
             mine = links.filter(target=label)
-            mine.filter(row_pk__in=current).update(state=Link.CURRENT)
+            mine.filter(row_pk__in=list(current)).update(state=Link.CURRENT)
             linked = [pk for pks in by_key.values() for pk in pks]
             mine.filter(row_pk__in=linked).update(state=Link.LINKED)
             mine.filter(row_pk__in=moved).update(
                 state=Link.DANGLING, reason="the row changed during the migration; left as it is"
             )
+    return pending
 
 
-def _reprocess_empty(target: media_services.Target, pks: list[str]) -> None:
+def _reprocess_empty(target: media_services.Target, current: dict[str, str]) -> list[Pending]:
     """Rows already pointing at their key that were never processed (linked with
-    ``--no-process`` by an earlier run): queue them now."""
+    ``--no-process`` by an earlier run): pending now, by key (``current``: pk -> key)."""
     empty = list(
         target.rows()
-        .filter(pk__in=pks, **{target.col("status"): Status.EMPTY})
+        .filter(pk__in=list(current), **{target.col("status"): Status.EMPTY})
         .values_list("pk", flat=True)
     )
-    if empty:
-        media_services.media_reprocess(
-            model_label=target.label, field_name=target.field.name, pks=empty
-        )
+    if not empty:
+        return []
+    revisions = media_services.media_reprocess_here(
+        model_label=target.label, field_name=target.field.name, pks=empty
+    )
+    by_key: defaultdict[str, dict[Any, int]] = defaultdict(dict)
+    for pk, revision in revisions.items():
+        by_key[current[str(pk)]][pk] = revision
+    return [Pending(target, key, revs) for key, revs in by_key.items()]

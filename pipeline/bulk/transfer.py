@@ -53,7 +53,7 @@ from pipeline.errors import (
     StorageUnavailable,
 )
 
-__all__ = ["Outcome", "Upload", "content_type_for", "same_listing", "transfer"]
+__all__ = ["Outcome", "Upload", "content_type_for", "read_original", "same_listing", "transfer"]
 
 _MD5 = re.compile(r"[0-9a-f]{32}")
 
@@ -221,6 +221,18 @@ def _store(target: Storage, client: Any, u: Upload, f: IO[bytes], md5: str) -> O
     if info is None:  # written and deleted again since: the chunk's retry sees anew
         raise StorageUnavailable(f"the object at {u.key!r} came and went during the upload")
     return _found(target, info, u)
+
+
+def read_original(root: str, rel: str, sha256: str) -> bytes | None:
+    """The bytes of a scanned file, if it still has the content scanned (its ``sha256``):
+    for rendering what was uploaded without reading it back. None if unreadable or
+    changed (the caller reads the bucket instead)."""
+    try:
+        with _open_inside(root, rel) as f:
+            data = f.read()
+    except (OSError, PermanentError):
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
 def _open_inside(root: str, rel: str) -> IO[bytes]:
