@@ -311,7 +311,7 @@ class MediaAdminMixin:
 
     def _img(self, obj: models.Model, width: int) -> str:
         file = getattr(obj, _first_field(obj).name)
-        # An image narrower than every variant width has only its optimized original.
+        # A manifest from before own-width variants may hold only the optimized original.
         url = (
             file.url_for(width, "webp")
             or file.url_for(width, "jpeg")

@@ -111,7 +111,8 @@ def test_photo_list_shows_status_and_filter_and_previews_that_load(browser, live
     waiting = photo("Waiting", jpeg(400, 300), "waiting.jpg")
     set_state(waiting, Status.PENDING)
     assert (big.image_status, small.image_status) == (Status.READY, Status.READY)
-    assert broken.image_status == Status.FAILED and not small.image.variants
+    assert broken.image_status == Status.FAILED
+    assert {v["width"] for v in small.image.variants} == {200}  # its own width only
     superuser(browser, live_server)
 
     browser.get(f"{live_server.url}{reverse('admin:demo_photo_changelist')}")
@@ -129,15 +130,15 @@ def test_photo_list_shows_status_and_filter_and_previews_that_load(browser, live
     }
     failed_badge = rows["Broken"].find_element(By.CSS_SELECTOR, ".pipeline-status")
     assert failed_badge.get_attribute("title") == broken.image_error  # the reason on hover
-    # Ready rows show an image that really loads: a variant for Big, the optimized
-    # original for Small (it has no variant); the others none.
+    # Ready rows show an image that really loads: a variant (Small's at its own width);
+    # the others none.
     for title in ("Big", "Small", "Waiting"):
         img = rows[title].find_element(By.CSS_SELECTOR, "td.field-media_thumbnail img")
         assert image_loaded(browser, img) > 0, f"{title}: preview did not load"
     big_src = rows["Big"].find_element(By.CSS_SELECTOR, "img").get_attribute("src")
     assert "/cdn/" in big_src and big_src.endswith(".webp")
     small_src = rows["Small"].find_element(By.CSS_SELECTOR, "img").get_attribute("src")
-    assert small_src.endswith(small.image.optimized["key"])
+    assert "/cdn/" in small_src and small_src.endswith("w200.webp")
     assert not rows["Broken"].find_elements(By.CSS_SELECTOR, "td.field-media_thumbnail img")
     screenshot(browser, "photos-list")
 
