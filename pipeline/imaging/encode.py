@@ -25,8 +25,9 @@ PILLOW_FORMAT = {
     "gif": "GIF",
     "jxl": "JXL",
 }
-#: Formats that can hold an animation (PNG as APNG).
-ANIMATED_FORMATS = frozenset({"avif", "webp", "gif", "png"})
+#: Formats whose outputs keep an animation; every other output (the JPEG or PNG fallback)
+#: is a still poster of the first frame.
+ANIMATED_FORMATS = frozenset({"avif", "webp", "gif"})
 _COPYRIGHT_TAGS = (0x8298, 0x013B)  # Copyright, Artist
 
 

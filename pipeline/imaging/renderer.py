@@ -27,7 +27,7 @@ from PIL import Image, features
 from .autoquality import AUTO_FORMATS, Search
 from .content import Content, decide
 from .detect import header_exif, label, open_image
-from .encode import NO_METADATA, Metadata, encode, fallback_format
+from .encode import ANIMATED_FORMATS, NO_METADATA, Metadata, encode, fallback_format
 from .geometry import crop_box, plan
 from .palette import quantize
 from .placeholder import make_placeholder
@@ -38,8 +38,6 @@ from .transform import SRGB_ICC, Decoded, decode, describes_srgb, resize, to_srg
 
 #: Formats browsers show as they are: a source in one of them may be published as stored.
 WEB_FORMATS = frozenset({"jpeg", "png", "gif", "webp", "avif"})
-#: Formats that keep an animation in the outputs (the fallback is a still poster).
-ANIMATION_FORMATS = frozenset({"webp", "avif", "gif"})
 #: JPEG quality of a full-size transcode: the lowest that kept SSIM >= 0.97 against the
 #: iPhone HEIC of bench/everyday.py (82 gave 0.964, 86 gives 0.973 at 0.92x its bytes).
 TRANSCODE_QUALITY = 86
@@ -149,7 +147,7 @@ class _Encoder:
     ) -> tuple[bytes, int, int | None, float | None]:
         """The bytes and frame count of one output, its encoder quality (None when
         lossless) and, with auto-quality, its measured score."""
-        frames = images if fmt in ANIMATION_FORMATS else images[:1]  # a still poster
+        frames = images if fmt in ANIMATED_FORMATS else images[:1]  # a still poster
         frames = self.pixels(frames, fmt)
         if not self.graphic:
             quality = _jpeg_quality(fmt, size, self.source, self.profile)
