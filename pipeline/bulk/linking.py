@@ -169,10 +169,12 @@ def link_rows(
     """Point the rows waiting for ``stored`` at their keys, and give up on those waiting
     for ``failed``. With processing, the rows are returned pending, no task published."""
     pending: list[Pending] = []
-    by_item = {item.key: item for item in failed}
-    for link_pk, _label, key, _row_pk, _value in _pending_links(run, list(by_item)):
-        MigrationLink.objects.filter(pk=link_pk).update(
-            state=Link.DANGLING, reason=f"the file could not be stored: {by_item[key].error}"[:500]
+    given_up: defaultdict[str, list[int]] = defaultdict(list)  # key -> its pending links
+    for link_pk, _label, key, _row_pk, _value in _pending_links(run, [i.key for i in failed]):
+        given_up[key].append(link_pk)
+    for item in failed:
+        MigrationLink.objects.filter(pk__in=given_up[item.key]).update(
+            state=Link.DANGLING, reason=f"the file could not be stored: {item.error}"[:500]
         )
     grouped: defaultdict[str, list[tuple[str, str, str]]] = defaultdict(list)
     link_of: dict[tuple[str, str], int] = {}  # (target, row pk) -> its link
