@@ -56,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ATTEMPTS": 5,
     # Tries of the CDN tasks before their beat schedule takes over (see CDN below).
     "MAX_RETRIES": 6,
+    # What sends S3 PUTs (originals and variants): "auto" is the AWS Common Runtime
+    # (pipeline/crt.py, a third of botocore's CPU per PUT) when awscrt is installed (the
+    # `crt` extra), else botocore; "botocore" is always botocore.
+    "S3_PUTS": "auto",
     "CDN": {
         # Like Django's backend dicts: a dotted class path and its upper-case OPTIONS.
         # CloudFrontBackend (DISTRIBUTION_ID, ENDPOINT_URL, REGION_NAME, CONNECT_TIMEOUT,
@@ -180,6 +184,8 @@ def load(raw_setting: dict[str, Any] | None) -> PipelineSettings:
         value = raw[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
             raise ImproperlyConfigured(f"PIPELINE {key} must be a number of at least {low}")
+    if raw["S3_PUTS"] not in ("auto", "botocore"):
+        raise ImproperlyConfigured("PIPELINE S3_PUTS must be 'auto' or 'botocore'")
     _validate_cdn(raw["CDN"])
     return PipelineSettings(raw=raw, profiles=profiles)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -36,6 +37,7 @@ from botocore.exceptions import (
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
+from pipeline import crt
 from pipeline.errors import (
     ConditionalWriteUnsupported,
     ContentMismatch,
@@ -43,6 +45,8 @@ from pipeline.errors import (
     StorageUnavailable,
     UnsafePath,
 )
+
+logger = logging.getLogger(__name__)
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _TRANSIENT = {
@@ -116,6 +120,23 @@ class StorageAlias:
 PRIMARY = StorageAlias("PRIMARY_STORAGE")
 
 
+def prepare() -> None:
+    """Make this thread's clients of both buckets now (botocore's, and the CRT's for
+    PUTs), so that the first transfer does not pay for them. Never raises: a storage that
+    cannot be set up fails its first task instead, with the reason."""
+    for bucket in (primary, public):
+        try:
+            target = bucket()
+            if is_s3(target):
+                client = target.connection.meta.client
+                if _crt_puts(target):
+                    crt.prepare(client, target.bucket_name)
+        except Exception:
+            logger.warning(
+                "could not prepare the %s bucket's client", bucket.__name__, exc_info=True
+            )
+
+
 def is_s3(storage: Storage) -> bool:
     """An S3 storage (django-storages): listed in key order, reached through a client."""
     # Look at the class: on the instance, ``connection`` is a property that creates a boto3
@@ -166,13 +187,8 @@ def write(
     check_key(key)
     with _translate(key):
         if is_s3(storage):
-            params = {"ContentType": content_type, "ContentMD5": _content_md5(data)}
-            if cache_control:
-                params["CacheControl"] = cache_control
-            params.update(_write_acl(storage))
-            (client or storage.connection.meta.client).put_object(
-                Bucket=storage.bucket_name, Key=_s3_name(storage, key), Body=data, **params
-            )
+            params = _put_params(storage, Put(key, data, content_type, cache_control))
+            _put_object(storage, client, key, data, params)
         elif isinstance(storage, FileSystemStorage):
             _atomic_write(Path(storage.path(key)), data)
         else:  # another Django storage: the best its API allows
@@ -209,16 +225,9 @@ def write_file(
     check_key(key)
     with _translate(key):
         if is_s3(storage):
-            params = {"ContentType": content_type}
-            if md5:
-                params["ContentMD5"] = base64.b64encode(bytes.fromhex(md5)).decode()
-            if if_absent:
-                params["IfNoneMatch"] = "*"
-            params.update(_write_acl(storage))
+            params = _file_params(storage, FilePut(key, f, content_type, md5), if_absent)
             try:
-                (client or storage.connection.meta.client).put_object(
-                    Bucket=storage.bucket_name, Key=_s3_name(storage, key), Body=f, **params
-                )
+                _put_object(storage, client, key, f, params)
             except ClientError as e:
                 return _refused_write(e, key, if_absent=if_absent)
         elif isinstance(storage, FileSystemStorage):
@@ -229,6 +238,121 @@ def write_file(
             storage.delete(key)
             storage.save(key, File(f))
     return True
+
+
+def _put_params(storage: Storage, put: Put) -> dict[str, str]:
+    """put_object's parameters for one of our writes of bytes (checked by Content-MD5)."""
+    params = {"ContentType": put.content_type, "ContentMD5": _content_md5(put.data)}
+    if put.cache_control:
+        params["CacheControl"] = put.cache_control
+    params.update(_write_acl(storage))
+    return params
+
+
+def _put_object(
+    storage: Storage, client: Any, key: str, body: bytes | IO[bytes], params: dict[str, str]
+) -> None:
+    """One PUT: through the AWS Common Runtime where it can send it (``pipeline.crt``),
+    else botocore's ``put_object``; the same request and errors either way."""
+    client = client or storage.connection.meta.client
+    if _crt_puts(storage):
+        crt.put(client, storage.bucket_name, _s3_name(storage, key), body, params)
+    else:
+        client.put_object(
+            Bucket=storage.bucket_name, Key=_s3_name(storage, key), Body=body, **params
+        )
+
+
+def _crt_puts(storage: Storage) -> bool:
+    """Whether PUTs to ``storage`` go through the CRT: when installed and not turned off,
+    and the storage asks nothing of its connections that only botocore is given (a proxy,
+    or a certificate bundle or verification other than the default)."""
+    from pipeline.conf import pipeline_settings
+
+    return (
+        pipeline_settings()["S3_PUTS"] == "auto"
+        and crt.available()
+        and getattr(storage, "verify", None) in (None, True)
+        and not getattr(storage, "proxies", None)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FilePut:
+    """One open file for ``write_files``: stored from its position, checked against
+    ``md5`` (hex) when given."""
+
+    key: str
+    file: IO[bytes]
+    content_type: str
+    md5: str | None = None
+
+
+def write_files(
+    storage: Storage,
+    puts: Sequence[FilePut],
+    *,
+    if_absent: bool = False,
+    client: Any = None,
+    threads: int = 8,
+) -> list[bool | Exception]:
+    """``write_file`` for several open files at once, one result per file: True when
+    stored, False when ``if_absent`` found an object, or the exception ``write_file``
+    would have raised for it (``ConditionalWriteUnsupported``, ``ContentMismatch``,
+    ``StorageUnavailable``...). Through the CRT they are sent together; elsewhere on this
+    process's thread pool, sharing ``client``."""
+    if puts and is_s3(storage) and _crt_puts(storage):
+        for p in puts:
+            check_key(p.key)
+        failures = crt.put_many(
+            client or storage.connection.meta.client,
+            storage.bucket_name,
+            [(_s3_name(storage, p.key), p.file, _file_params(storage, p, if_absent)) for p in puts],
+        )
+        return [
+            _write_result(p.key, failures.get(_s3_name(storage, p.key)), if_absent) for p in puts
+        ]
+
+    def one(p: FilePut) -> bool | Exception:
+        try:
+            return write_file(
+                storage,
+                p.key,
+                p.file,
+                content_type=p.content_type,
+                md5=p.md5,
+                if_absent=if_absent,
+                client=client,
+            )
+        except Exception as e:
+            return e
+
+    if len(puts) < 2:
+        return [one(p) for p in puts]
+    return list(thread_pool(min(threads, len(puts))).map(one, puts))
+
+
+def _write_result(key: str, error: Exception | None, if_absent: bool) -> bool | Exception:
+    """What ``write_file`` returns (or raises, returned here) for a PUT's ``error``."""
+    if error is None:
+        return True
+    try:
+        with _translate(key):
+            if isinstance(error, ClientError):
+                return _refused_write(error, key, if_absent=if_absent)
+            raise error
+    except Exception as e:
+        return e
+
+
+def _file_params(storage: Storage, put: FilePut, if_absent: bool) -> dict[str, str]:
+    params = {"ContentType": put.content_type}
+    if put.md5:
+        params["ContentMD5"] = base64.b64encode(bytes.fromhex(put.md5)).decode()
+    if if_absent:
+        params["IfNoneMatch"] = "*"
+    params.update(_write_acl(storage))
+    return params
 
 
 def _refused_write(e: ClientError, key: str, *, if_absent: bool) -> bool:
@@ -257,8 +381,19 @@ class Put:
 
 
 def write_many(storage: Storage, puts: Sequence[Put], *, threads: int = 8) -> None:
-    """Write several objects, concurrently on S3: one shared client (thread-safe, its own
-    connection pool) and this process's thread pool; each write is still all-or-nothing."""
+    """Write several objects, concurrently on S3: all at once through the CRT, else one
+    shared botocore client (thread-safe, its own connection pool) on this process's thread
+    pool. Each write is still all-or-nothing."""
+    if len(puts) > 1 and is_s3(storage) and _crt_puts(storage):
+        failures = crt.put_many(
+            storage.connection.meta.client,
+            storage.bucket_name,
+            [(_s3_name(storage, check_key(p.key)), p.data, _put_params(storage, p)) for p in puts],
+        )
+        for key, error in failures.items():
+            with _translate(key):
+                raise error
+        return
     if len(puts) < 2 or not is_s3(storage):
         for p in puts:
             write(

@@ -21,9 +21,12 @@ bytes, and wastes none of the S3 server's capacity:
   header rejected) gets a HEAD of the key before a plain PUT instead, per file: a narrow
   window remains there, as with the listing alone (and a server that silently ignores
   the header is guarded by the listing alone, as before).
-* **Concurrent uploads, one client.** Uploads run on a thread pool that lives as long as
-  the worker process, all threads sharing the storage's boto3 client (thread-safe) and its
-  connection pool; the pool is never larger than the client's ``max_pool_connections``.
+* **Concurrent uploads, one client.** Files go out in windows of ``UPLOAD_THREADS``
+  (never more than the client's ``max_pool_connections``): each file of a window is
+  opened and checked, then the window is written at once (``storage.write_files``: all
+  together through the AWS Common Runtime, else on a thread pool that lives as long as
+  the worker process, all threads sharing the storage's boto3 client), then each result
+  is judged.
 * **What is uploaded is what was scanned, streamed.** Each file is opened inside the tree
   (a path that became a link out of it is refused), hashed in blocks and its sha256
   checked against the scan, then uploaded from the open file in one PUT (never whole in
@@ -126,8 +129,9 @@ def transfer(
     if dry_run:
         return outcomes + [Outcome(u.item_id, "uploaded") for u in missing]
     client = _shared_client(target)
-    workers = storage.thread_pool(_pool_size(client, threads))
-    outcomes += workers.map(lambda u: _put(target, client, root, u), missing)
+    window = _pool_size(client, threads)
+    for start in range(0, len(missing), window):
+        outcomes += _put_window(target, client, root, missing[start : start + window])
     return outcomes
 
 
@@ -181,42 +185,73 @@ def _same_content(target: Storage, info: storage.ObjectInfo, u: Upload) -> bool:
     return storage.sha256(target, u.key) == u.sha256
 
 
-def _put(target: Storage, client: Any, root: str, u: Upload) -> Outcome:
-    changed = "changed since the scan (run the migration again)"
+CHANGED = "changed since the scan (run the migration again)"
+
+
+def _put_window(target: Storage, client: Any, root: str, window: list[Upload]) -> list[Outcome]:
+    """Upload a window of files at once: each opened and checked against the scan, then
+    all written together (``storage.write_files``), then each result judged."""
+    outcomes: list[Outcome] = []
+    opened: list[tuple[Upload, IO[bytes], str]] = []
+    try:
+        for u in window:
+            checked = _open_checked(root, u)
+            if isinstance(checked, Outcome):
+                outcomes.append(checked)
+            else:
+                opened.append((u, *checked))
+        puts = [storage.FilePut(u.key, f, content_type_for(u.format), md5) for u, f, md5 in opened]
+        results = storage.write_files(target, puts, if_absent=True, client=client)
+        for (u, f, md5), result in zip(opened, results, strict=True):
+            outcomes.append(_judge(target, client, u, f, md5, result))
+    finally:
+        for _, f, _ in opened:
+            f.close()
+    return outcomes
+
+
+def _open_checked(root: str, u: Upload) -> tuple[IO[bytes], str] | Outcome:
+    """The file open at its start and its MD5, if it still has the scanned content."""
     try:
         f = _open_inside(root, u.path)
     except OSError as e:
         return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
     except PermanentError as e:
         return Outcome(u.item_id, "failed", e.reason)
-    with f:
-        try:
-            sha256, md5 = _digests(f)
-        except OSError as e:
-            return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
-        if sha256 != u.sha256:
-            return Outcome(u.item_id, "failed", changed)
-        f.seek(0)
-        try:
-            return _store(target, client, u, f, md5)
-        except ContentMismatch:  # edited between the hashing and the upload
-            return Outcome(u.item_id, "failed", changed)
-
-
-def _store(target: Storage, client: Any, u: Upload, f: IO[bytes], md5: str) -> Outcome:
-    """Write only where no object is (see the module docstring); an object found there
-    instead is judged as one found by the listing."""
-    params = {"content_type": content_type_for(u.format), "md5": md5, "client": client}
     try:
-        if storage.write_file(target, u.key, f, if_absent=True, **params):
-            return Outcome(u.item_id, "uploaded")
-    except ConditionalWriteUnsupported:
+        sha256, md5 = _digests(f)
+    except OSError as e:
+        f.close()
+        return Outcome(u.item_id, "failed", f"unreadable at upload: {e.strerror or e}")
+    if sha256 != u.sha256:
+        f.close()
+        return Outcome(u.item_id, "failed", CHANGED)
+    f.seek(0)
+    return f, md5
+
+
+def _judge(
+    target: Storage, client: Any, u: Upload, f: IO[bytes], md5: str, result: bool | Exception
+) -> Outcome:
+    """The outcome of a conditional write (see the module docstring): stored; refused, so
+    the object found is judged as one found by the listing; or failed."""
+    if result is True:
+        return Outcome(u.item_id, "uploaded")
+    if isinstance(result, ContentMismatch):  # edited between the hashing and the upload
+        return Outcome(u.item_id, "failed", CHANGED)
+    if isinstance(result, ConditionalWriteUnsupported):
         # A server without conditional writes: look at the key, then write plainly. Only
         # another writer in the instant between the two can still be overwritten.
         if storage.head(target, u.key) is None:
             f.seek(0)
-            storage.write_file(target, u.key, f, **params)
+            params = {"content_type": content_type_for(u.format), "md5": md5, "client": client}
+            try:
+                storage.write_file(target, u.key, f, **params)
+            except ContentMismatch:
+                return Outcome(u.item_id, "failed", CHANGED)
             return Outcome(u.item_id, "uploaded")
+    elif isinstance(result, Exception):
+        raise result  # StorageUnavailable: the chunk is retried
     info = storage.head(target, u.key)
     if info is None:  # written and deleted again since: the chunk's retry sees anew
         raise StorageUnavailable(f"the object at {u.key!r} came and went during the upload")

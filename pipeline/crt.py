@@ -1,0 +1,219 @@
+"""S3 PUTs through the AWS Common Runtime (``awscrt``, in C) instead of botocore's Python.
+
+botocore spends about 2 ms of CPU in Python on every request (endpoint rules, event
+handlers, signing, parsing); the CRT signs and sends the same PUT for about a third of
+that (``bench/migration.py``). PUTs are the pipeline's hot path, every original a
+migration uploads and every variant a render writes, so they go through the CRT when it
+is installed (the ``crt`` extra, ``boto3[crt]``); every other request stays on botocore.
+
+Nothing about the request is decided here; botocore's choices are reused:
+
+* the address (endpoint, addressing style, region rules) is read, once per bucket, from
+  a URL botocore presigns for it;
+* the credentials are botocore's own, resolved and refreshed by it on every signing;
+* the connect timeout and the number of attempts are the client's config; its read
+  timeout bounds each attempt's wait, after which the request is cancelled.
+
+Errors come back as botocore's: a ``ClientError`` with the status and the S3 error code
+for an HTTP error, an ``HTTPClientError`` for anything below HTTP; ``pipeline.storage``
+maps both, as it does for botocore's own requests.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import io
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+from urllib.parse import quote, urlsplit
+
+from botocore.exceptions import ClientError, HTTPClientError
+
+__all__ = ["available", "prepare", "put", "put_many"]
+
+#: put_object's parameters that a PUT here carries, as the headers S3 reads them from.
+HEADERS = {
+    "ContentType": "Content-Type",
+    "ContentMD5": "Content-MD5",
+    "CacheControl": "Cache-Control",
+    "IfNoneMatch": "If-None-Match",
+    "ACL": "x-amz-acl",
+}
+
+_SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's; no upload here is ever split into parts
+_RETRIED_STATUSES = {  # the CRT's names for the responses it retried, given up on
+    "AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", 503),
+    "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500),
+}
+_ERROR_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the CRT is installed (it is imported only when first used)."""
+    return importlib.util.find_spec("awscrt") is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    client: Any  # awscrt.s3.S3Client
+    host: str  # the Host header: where botocore would send it
+    prefix: str  # the path before the key: "/bucket/" (path style) or "/" (virtual host)
+    attempt_timeout: float  # seconds one attempt may take before the PUT is cancelled
+
+
+_buckets: dict[tuple[int, int, str], _Bucket] = {}
+_lock = threading.Lock()
+
+
+Body = bytes | IO[bytes]
+"""A PUT's body: bytes, or a file sent from its position to its end (streamed)."""
+
+
+def put(client: Any, bucket: str, key: str, body: Body, params: Mapping[str, str]) -> None:
+    """PUT ``body`` at ``key``, as ``client.put_object(Bucket=bucket, Key=key, Body=body,
+    **params)`` would; raises botocore's errors."""
+    for error in put_many(client, bucket, [(key, body, params)]).values():
+        raise error
+
+
+def put_many(
+    client: Any, bucket: str, puts: Sequence[tuple[str, Body, Mapping[str, str]]]
+) -> dict[str, Exception]:
+    """PUT several objects at once (the CRT's connections carry them concurrently; no
+    thread waits for each) and return the failures by key, once every PUT has ended."""
+    from awscrt import s3
+
+    target = _bucket(client, bucket)
+    sent = [(key, _send(target, key, body, params)) for key, body, params in puts]
+    until = time.monotonic() + target.attempt_timeout * _attempts(client.meta.config)
+    failures: dict[str, Exception] = {}
+    for key, (request, done) in sent:
+        if not done.wait(max(0.0, until - time.monotonic())):
+            request.cancel()
+            done.wait()
+        try:
+            request.finished_future.result()
+        except s3.S3ResponseError as e:
+            failures[key] = _client_error(e)
+        except Exception as e:  # the CRT's own: a retried status, refused, reset, TLS...
+            failures[key] = _crt_error(e, key)
+            failures[key].__cause__ = e
+    return failures
+
+
+def _send(
+    target: _Bucket, key: str, body: Body, params: Mapping[str, str]
+) -> tuple[Any, threading.Event]:
+    from awscrt import http, s3
+
+    if isinstance(body, bytes):
+        size, stream = len(body), io.BytesIO(body)  # shares the bytes, does not copy them
+    else:
+        start = body.tell()
+        size, stream = body.seek(0, io.SEEK_END) - start, body
+        body.seek(start)
+    headers = http.HttpHeaders([("Host", target.host), ("Content-Length", str(size))])
+    for name, value in params.items():
+        headers.add(HEADERS[name], value)
+    done = threading.Event()
+    request = target.client.make_request(
+        type=s3.S3RequestType.PUT_OBJECT,
+        request=http.HttpRequest("PUT", target.prefix + quote(key, safe="/~"), headers, stream),
+        operation_name="PutObject",
+        on_done=lambda **_: done.set(),
+    )
+    return request, done
+
+
+def _crt_error(e: Exception, key: str) -> Exception:
+    """botocore's error for one of the CRT's: S3's own code for the statuses the CRT
+    retries and reports by name, an HTTP client error for everything below HTTP."""
+    name = getattr(e, "name", type(e).__name__)
+    if name in _RETRIED_STATUSES:
+        code, status = _RETRIED_STATUSES[name]
+        meta = {"HTTPStatusCode": status, "HTTPHeaders": {}}
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": meta}, "PutObject")
+    return HTTPClientError(error=f"{name} on PUT {key!r}")
+
+
+def _client_error(e: Any) -> ClientError:
+    """botocore's error for an HTTP error response, from its status and XML body."""
+    fields = {k.decode(): v.decode(errors="replace") for k, v in _ERROR_FIELD.findall(e.body)}
+    error = {"Code": fields.get("Code", str(e.status_code)), "Message": fields.get("Message", "")}
+    meta = {"HTTPStatusCode": e.status_code, "HTTPHeaders": dict(e.headers)}
+    return ClientError({"Error": error, "ResponseMetadata": meta}, "PutObject")
+
+
+def prepare(client: Any, bucket: str) -> None:
+    """Make this process's CRT client for ``client`` and ``bucket`` now (a worker process
+    starting), so that the first PUT does not pay for it."""
+    _bucket(client, bucket)
+
+
+def _bucket(client: Any, bucket: str) -> _Bucket:
+    """This process's CRT client for ``client``'s credentials, and the bucket's address."""
+    key = (os.getpid(), id(client._get_credentials()), bucket)
+    with _lock:
+        found = _buckets.get(key)
+        if found is None:
+            found = _buckets[key] = _new_bucket(client, bucket)
+        return found
+
+
+def _new_bucket(client: Any, bucket: str) -> _Bucket:
+    from awscrt import s3
+    from s3transfer.crt import BotocoreCRTCredentialsWrapper
+
+    url = urlsplit(
+        client.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"})
+    )
+    config = client.meta.config
+    attempts = _attempts(config)
+    credentials = BotocoreCRTCredentialsWrapper(client._get_credentials())
+    crt_client = s3.S3Client(
+        bootstrap=_bootstrap(),
+        region=client.meta.region_name or "us-east-1",
+        signing_config=s3.create_default_s3_signing_config(
+            region=client.meta.region_name or "us-east-1",
+            credential_provider=credentials.to_crt_credentials_provider(),
+        ),
+        tls_mode=s3.S3RequestTlsMode.ENABLED
+        if url.scheme == "https"
+        else s3.S3RequestTlsMode.DISABLED,
+        multipart_upload_threshold=_SINGLE_PUT_LIMIT,
+        connect_timeout_ms=int((config.connect_timeout or 60) * 1000),
+        retry_config=s3.S3RetryConfig(max_retries=attempts - 1),
+    )
+    return _Bucket(
+        client=crt_client,
+        host=url.netloc,
+        prefix=url.path[: -len("k")],
+        attempt_timeout=float(config.connect_timeout or 60) + float(config.read_timeout or 60),
+    )
+
+
+_bootstraps: dict[int, Any] = {}
+
+
+def _bootstrap() -> Any:
+    """This process's event loop (one thread: a PUT's CPU is in signing and parsing, not
+    in waiting) and resolver, shared by its CRT clients; a forked child makes its own."""
+    from awscrt import io as crt_io
+
+    pid = os.getpid()
+    if pid not in _bootstraps:
+        loop = crt_io.EventLoopGroup(1)
+        _bootstraps[pid] = crt_io.ClientBootstrap(loop, crt_io.DefaultHostResolver(loop))
+    return _bootstraps[pid]
+
+
+def _attempts(config: Any) -> int:
+    """Attempts per request, as botocore counts them (its default: legacy mode's 5)."""
+    return max(1, int((config.retries or {}).get("total_max_attempts", 5)))
