@@ -35,7 +35,7 @@ from urllib.parse import quote, urlsplit
 
 from botocore.exceptions import ClientError, HTTPClientError
 
-__all__ = ["available", "prepare", "put", "put_many"]
+__all__ = ["MAX_IN_MEMORY", "available", "fits", "prepare", "put", "put_many"]
 
 #: put_object's parameters that a PUT here carries, as the headers S3 reads them from.
 HEADERS = {
@@ -45,6 +45,10 @@ HEADERS = {
     "IfNoneMatch": "If-None-Match",
     "ACL": "x-amz-acl",
 }
+
+MAX_IN_MEMORY = 32 * 1024**2
+"""Bytes sent at once. The CRT reads a body whole into memory before it sends it (a file
+too: 16 files of 20 MiB took 330 MiB where botocore, which streams, took 28)."""
 
 _SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's; no upload here is ever split into parts
 _RETRIED_STATUSES = {  # the CRT's names for the responses it retried, given up on
@@ -87,10 +91,43 @@ def put_many(
     client: Any, bucket: str, puts: Sequence[tuple[str, Body, Mapping[str, str]]]
 ) -> dict[str, Exception]:
     """PUT several objects at once (the CRT's connections carry them concurrently; no
-    thread waits for each) and return the failures by key, once every PUT has ended."""
+    thread waits for each) and return the failures by key, once every PUT has ended.
+    At most ``MAX_IN_MEMORY`` bytes are in flight: the rest wait for the first to end."""
+    target = _bucket(client, bucket)
+    failures: dict[str, Exception] = {}
+    batch: list[tuple[str, Body, Mapping[str, str]]] = []
+    held = 0
+    for put in puts:
+        size = _size(put[1])
+        if batch and held + size > MAX_IN_MEMORY:
+            failures.update(_send_all(client, target, batch))
+            batch, held = [], 0
+        batch.append(put)
+        held += size
+    failures.update(_send_all(client, target, batch))
+    return failures
+
+
+def fits(body: Body) -> bool:
+    """Whether the CRT may send ``body``; a larger one is botocore's, which streams it."""
+    return _size(body) <= MAX_IN_MEMORY
+
+
+def _size(body: Body) -> int:
+    """The bytes to send: all of them, or a file's from its position to its end."""
+    if isinstance(body, bytes):
+        return len(body)
+    start = body.tell()
+    end = body.seek(0, io.SEEK_END)
+    body.seek(start)
+    return end - start
+
+
+def _send_all(
+    client: Any, target: _Bucket, puts: list[tuple[str, Body, Mapping[str, str]]]
+) -> dict[str, Exception]:
     from awscrt import s3
 
-    target = _bucket(client, bucket)
     sent = [(key, _send(target, key, body, params)) for key, body, params in puts]
     until = time.monotonic() + target.attempt_timeout * _attempts(client.meta.config)
     failures: dict[str, Exception] = {}
@@ -113,13 +150,8 @@ def _send(
 ) -> tuple[Any, threading.Event]:
     from awscrt import http, s3
 
-    if isinstance(body, bytes):
-        size, stream = len(body), io.BytesIO(body)  # shares the bytes, does not copy them
-    else:
-        start = body.tell()
-        size, stream = body.seek(0, io.SEEK_END) - start, body
-        body.seek(start)
-    headers = http.HttpHeaders([("Host", target.host), ("Content-Length", str(size))])
+    stream = io.BytesIO(body) if isinstance(body, bytes) else body  # BytesIO shares bytes
+    headers = http.HttpHeaders([("Host", target.host), ("Content-Length", str(_size(body)))])
     for name, value in params.items():
         headers.add(HEADERS[name], value)
     done = threading.Event()

@@ -255,7 +255,7 @@ def _put_object(
     """One PUT: through the AWS Common Runtime where it can send it (``pipeline.crt``),
     else botocore's ``put_object``; the same request and errors either way."""
     client = client or storage.connection.meta.client
-    if _crt_puts(storage):
+    if _crt_puts(storage) and crt.fits(body):
         crt.put(client, storage.bucket_name, _s3_name(storage, key), body, params)
     else:
         client.put_object(
@@ -301,17 +301,6 @@ def write_files(
     would have raised for it (``ConditionalWriteUnsupported``, ``ContentMismatch``,
     ``StorageUnavailable``...). Through the CRT they are sent together; elsewhere on this
     process's thread pool, sharing ``client``."""
-    if puts and is_s3(storage) and _crt_puts(storage):
-        for p in puts:
-            check_key(p.key)
-        failures = crt.put_many(
-            client or storage.connection.meta.client,
-            storage.bucket_name,
-            [(_s3_name(storage, p.key), p.file, _file_params(storage, p, if_absent)) for p in puts],
-        )
-        return [
-            _write_result(p.key, failures.get(_s3_name(storage, p.key)), if_absent) for p in puts
-        ]
 
     def one(p: FilePut) -> bool | Exception:
         try:
@@ -327,9 +316,34 @@ def write_files(
         except Exception as e:
             return e
 
+    if puts and is_s3(storage) and _crt_puts(storage):
+        # Unsafe keys and files too large for the CRT's memory get write_file's answer.
+        by_crt = [p for p in puts if crt.fits(p.file) and _safe_key(p.key)]
+        failures = crt.put_many(
+            client or storage.connection.meta.client,
+            storage.bucket_name,
+            [
+                (_s3_name(storage, p.key), p.file, _file_params(storage, p, if_absent))
+                for p in by_crt
+            ],
+        )
+        results = {
+            p.key: _write_result(p.key, failures.get(_s3_name(storage, p.key)), if_absent)
+            for p in by_crt
+        }
+        return [results[p.key] if p.key in results else one(p) for p in puts]
+
     if len(puts) < 2:
         return [one(p) for p in puts]
     return list(thread_pool(min(threads, len(puts))).map(one, puts))
+
+
+def _safe_key(key: str) -> bool:
+    try:
+        check_key(key)
+    except UnsafePath:
+        return False
+    return True
 
 
 def _write_result(key: str, error: Exception | None, if_absent: bool) -> bool | Exception:
