@@ -92,8 +92,13 @@ DEFAULTS: dict[str, Any] = {
         "PRICE_PER_PATH": "0.005",
     },
     "MIGRATION": {
-        # Files per chunk task, and chunk tasks in the broker at once per run.
-        "CHUNK_SIZE": 50,
+        # A chunk task holds at most CHUNK_SIZE files and CHUNK_BYTES bytes (a larger file
+        # is a chunk of its own): small files share a task's fixed cost (about 11 ms of
+        # CPU: the task, its queries, the next chunk's publish), large ones keep a chunk's
+        # upload and rendering short. MAX_CHUNKS_IN_FLIGHT: chunk tasks in the broker at
+        # once per run.
+        "CHUNK_SIZE": 200,
+        "CHUNK_BYTES": 32 * 1024 * 1024,
         "MAX_CHUNKS_IN_FLIGHT": 8,
         # Top folder of the standardized keys of migrated originals (primary bucket).
         "KEY_PREFIX": "legacy",

@@ -41,7 +41,8 @@ class Options:
     media_url: str = "/media/"  # the old site's MEDIA_URL, as rows spelled it
     media_roots: tuple[str, ...] = ()  # old absolute MEDIA_ROOTs rows may hold
     prefix: str = "legacy"
-    chunk_size: int = 50
+    chunk_size: int = 200  # files per chunk, at most
+    chunk_bytes: int = 32 * 1024 * 1024  # bytes per chunk, at most (but one file always)
     # A re-run of an unchanged tree trusts the run history for what is stored, unless
     # asked to list the bucket too (``--verify``). Ordinary runs always list.
     verify: bool = False
@@ -49,8 +50,8 @@ class Options:
     def __post_init__(self) -> None:
         if self.orphans not in ("import", "skip"):
             raise ValueError(f"orphans must be 'import' or 'skip', not {self.orphans!r}")
-        if self.chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
+        if self.chunk_size < 1 or self.chunk_bytes < 1:
+            raise ValueError("chunk_size and chunk_bytes must be at least 1")
         for target in self.targets:
             target_of(target)  # unknown models and fields fail before anything is written
 
@@ -60,6 +61,7 @@ class Options:
         given = {k: v for k, v in given.items() if v is not None}
         given.setdefault("prefix", conf["KEY_PREFIX"])
         given.setdefault("chunk_size", conf["CHUNK_SIZE"])
+        given.setdefault("chunk_bytes", conf["CHUNK_BYTES"])
         given.setdefault("media_url", settings.MEDIA_URL or "/media/")
         given["targets"] = tuple(dict.fromkeys(given.get("targets", ())))
         given["media_roots"] = tuple(given.get("media_roots", ()))

@@ -210,7 +210,9 @@ def _mark_orphans(run: MigrationRun, opts: Options) -> None:
 
 
 def _make_chunks(run: MigrationRun, opts: Options) -> None:
-    """Cut the contents with work left into chunks of consecutive keys."""
+    """Cut the contents with work left into chunks of consecutive keys, bounded in files
+    and in bytes (``cut``): many small files share one task's fixed cost, while a chunk of
+    large ones stays as much work as one of small ones."""
     work = Q(state=Item.PENDING) | Q(
         key__in=MigrationLink.objects.filter(run=run, state=Link.PENDING).values("key")
     )
@@ -227,12 +229,30 @@ def _make_chunks(run: MigrationRun, opts: Options) -> None:
         page = todo.order_by("key")
         if last is not None:
             page = page.filter(key__gt=last)
-        rows = list(page.values_list("pk", "key")[: opts.chunk_size * 20])
+        rows = list(page.values_list("pk", "key", "size")[: opts.chunk_size * 20])
         if not rows:
             break
         last = rows[-1][1]
-        for start in range(0, len(rows), opts.chunk_size):
-            part = rows[start : start + opts.chunk_size]
+        start = 0
+        for length in cut([size for _, _, size in rows], opts.chunk_size, opts.chunk_bytes):
+            part = rows[start : start + length]
+            start += length
             chunk = MigrationChunk.objects.create(run=run, number=number, size=len(part))
-            MigrationItem.objects.filter(pk__in=[pk for pk, _ in part]).update(chunk=chunk)
+            MigrationItem.objects.filter(pk__in=[pk for pk, _, _ in part]).update(chunk=chunk)
             number += 1
+
+
+def cut(sizes: list[int], max_files: int, max_bytes: int) -> list[int]:
+    """The lengths of consecutive chunks of files of these ``sizes``: each at most
+    ``max_files`` files and ``max_bytes`` bytes, except a single larger file, alone."""
+    lengths: list[int] = []
+    files = held = 0
+    for size in sizes:
+        if files and (files == max_files or held + size > max_bytes):
+            lengths.append(files)
+            files = held = 0
+        files += 1
+        held += size
+    if files:
+        lengths.append(files)
+    return lengths

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 from botocore.config import Config
+from django.core.exceptions import ImproperlyConfigured
 from storages.backends.s3 import S3Storage
 
 from pipeline import crt, storage
+from pipeline.conf import load
 from pipeline.errors import ConditionalWriteUnsupported, ContentMismatch, StorageUnavailable
 from tests.services import AWS_REGION, PRIMARY_BUCKET, services
 
@@ -255,3 +257,19 @@ def _file(data: bytes) -> Any:
     import io
 
     return io.BytesIO(data)
+
+
+def test_s3_puts_botocore_turns_the_crt_off(
+    s3: Any, clean_buckets: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_crt(*args: Any) -> None:
+        raise AssertionError("a PUT went through the CRT")
+
+    monkeypatch.setattr(crt, "put_many", no_crt)
+    settings.PIPELINE = {**settings.PIPELINE, "S3_PUTS": "botocore"}
+    target = s3_storage(f"http://127.0.0.1:{services().moto_port}")
+    storage.write_many(target, [storage.Put(f"v/{i}.webp", b"x", "image/webp") for i in range(2)])
+    assert s3.get_object(Bucket=PRIMARY_BUCKET, Key="v/1.webp")["Body"].read() == b"x"
+
+    with pytest.raises(ImproperlyConfigured, match="S3_PUTS"):
+        load({"S3_PUTS": "fast"})

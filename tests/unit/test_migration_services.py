@@ -21,7 +21,7 @@ from pipeline.bulk import scanning
 from pipeline.bulk.coordinator import MAX_CHUNK_ATTEMPTS, migration_top_up
 from pipeline.bulk.options import Options
 from pipeline.bulk.plan import plan, standard_key
-from pipeline.bulk.planning import migration_plan
+from pipeline.bulk.planning import cut, migration_plan
 from pipeline.bulk.reporting import migration_report
 from pipeline.bulk.runs import migration_create, migration_requeue
 from pipeline.bulk.scan import Kind, scan
@@ -359,3 +359,18 @@ def test_a_detached_start_that_fails_fails_its_run_instead_of_looping(
     assert "unmounted" in run.error
     coordinator.migration_sweep()
     assert dispatch.START_RUN not in sent  # left for someone to resume, not restarted
+
+
+def test_chunks_are_bounded_in_files_and_in_bytes() -> None:
+    assert cut([10] * 7, 3, 1000) == [3, 3, 1]  # by files
+    assert cut([40, 40, 40, 10, 10], 10, 100) == [2, 3]  # by bytes: 80, then 60
+    assert cut([5, 500, 5, 5], 10, 100) == [1, 1, 2]  # a larger file is a chunk of its own
+    assert cut([], 3, 100) == []
+
+
+def test_planning_cuts_chunks_by_bytes_too(tmp_path: Path) -> None:
+    sample = build_sample_tree(tmp_path / "media", PHOTOS)
+    run = planned_run(sample.root, chunk_size=1000, chunk_bytes=1)
+    chunks = list(MigrationChunk.objects.filter(run=run).values_list("size", flat=True))
+    canonical = MigrationItem.objects.filter(run=run, canonical=True, state=Item.PENDING)
+    assert len(chunks) > 10 and chunks == [1] * canonical.count()  # one file per chunk
