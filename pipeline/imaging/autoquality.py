@@ -26,7 +26,7 @@ Cost is bounded three ways:
   probe that wins is the output itself (no second encode);
 * few probes: each search starts at the quality the same format chose at the previous
   (larger) size, steps by the slope of score against quality learnt so far, and
-  interpolates once it has a bracket: at most ``MAX_PROBES``;
+  interpolates once it has a bracket: at most ``MAX_PROBES`` (per format);
 * the source's side of the metric is computed once per proxy and shared by every
   format and probe (``perceptual.Reference``).
 
@@ -72,9 +72,14 @@ TILE = 64
 #: (bench/quality.py), so a mosaic probe must clear the target by this much.
 MOSAIC_MARGIN = 1.7
 #: Probes per output, at most (two more while none has reached the target); and a probe
-#: this close above the target is accepted.
-MAX_PROBES = 3
-TOLERANCE = 2.0
+#: this close above the target is accepted, per format. WebP's band is half the others':
+#: a WebP probe costs a fifth of an AVIF one (mostly the score), and with 2 points its
+#: spread of scores (p90 - p10) stayed above half the fixed default's, the most even of
+#: the fixed ones (3.4 against 6.2, bench/quality.py); so it may take one probe more.
+MAX_PROBES: Mapping[str, int] = MappingProxyType({"avif": 3, "webp": 4, "jpeg": 3, "jxl": 3})
+TOLERANCE: Mapping[str, float] = MappingProxyType(
+    {"avif": 2.0, "webp": 1.0, "jpeg": 2.0, "jxl": 2.0}
+)
 #: Score per quality step before any is learnt, per format (measured near the default
 #: qualities on the corpus).
 SLOPE = MappingProxyType({"avif": 1.0, "webp": 0.6, "jpeg": 0.6, "jxl": 0.9})
@@ -192,7 +197,8 @@ class Search:
         bounds: tuple[int, int] | None = None,
     ) -> Choice:
         """The lowest quality in ``bounds`` (default: the profile's for ``fmt``) whose
-        encoding of ``image`` scores at least the target, within ``MAX_PROBES`` probes."""
+        encoding of ``image`` scores at least the target, within ``MAX_PROBES[fmt]``
+        probes (a probe within ``TOLERANCE[fmt]`` above it is taken)."""
         low, high = bounds or self.target.bounds[fmt]
         proxy, reference = self._reference(image)
         goal = self.target.score + (0.0 if self._whole else MOSAIC_MARGIN)
@@ -212,12 +218,12 @@ class Search:
             # The target is a floor: with nothing above it yet, two more probes are
             # allowed, the last at the upper bound.
             reached = any(score >= goal for score in scores.values())
-            if len(scores) >= MAX_PROBES + (0 if reached else 2):
+            if len(scores) >= MAX_PROBES[fmt] + (0 if reached else 2):
                 break
-            step = _next(scores, goal, low, high, self._slope[fmt])
+            step = _next(scores, goal, low, high, self._slope[fmt], TOLERANCE[fmt])
             if step is None:
                 break
-            probe(high if not reached and len(scores) == MAX_PROBES + 1 else step)
+            probe(high if not reached and len(scores) == MAX_PROBES[fmt] + 1 else step)
         self._learn(fmt, scores)
         passing = [q for q, s in scores.items() if s >= goal]
         quality = min(passing) if passing else max(scores)
@@ -257,14 +263,17 @@ def _fixed_start(fmt: str) -> int:
     return DEFAULT_QUALITY[fmt]
 
 
-def _next(scores: dict[int, float], goal: float, low: int, high: int, slope: float) -> int | None:
-    """The next quality to probe, or None when the answer is known well enough."""
+def _next(
+    scores: dict[int, float], goal: float, low: int, high: int, slope: float, tolerance: float
+) -> int | None:
+    """The next quality to probe, or None when the answer is known well enough: a probe
+    less than ``tolerance`` above ``goal``, or one just above a failing one."""
     passing = [q for q, s in scores.items() if s >= goal]
     failing = [q for q, s in scores.items() if s < goal]
     best = min(passing) if passing else None
     below = max((q for q in failing if best is None or q < best), default=None)
     if best is not None:
-        if best == low or scores[best] - goal < TOLERANCE:
+        if best == low or scores[best] - goal < tolerance:
             return None
         if below is not None:
             if best - below <= 1:
@@ -273,14 +282,28 @@ def _next(scores: dict[int, float], goal: float, low: int, high: int, slope: flo
             s0, s1 = scores[below], scores[best]
             guess = below + math.ceil((goal - s0) / max(s1 - s0, 1e-6) * (best - below))
             return min(best - 1, max(below + 1, guess))
-        # Steps aim mid-way into the accepted band, so one more probe usually ends it.
-        guess = best - math.floor((scores[best] - goal - TOLERANCE / 2) / slope)
+        # Steps aim mid-way into the accepted band, so one more probe usually ends it;
+        # by the slope between this search's two lowest probes once there are two.
+        slope = _secant(scores, sorted(passing)[:2], slope)
+        guess = best - math.floor((scores[best] - goal - tolerance / 2) / slope)
         return max(low, min(best - 1, guess))
     top = max(failing)
     if top >= high:
         return None
-    guess = top + math.ceil((goal + TOLERANCE / 2 - scores[top]) / slope)
+    slope = _secant(scores, sorted(failing)[-2:], slope)
+    guess = top + math.ceil((goal + tolerance / 2 - scores[top]) / slope)
     return min(high, max(top + 1, guess))
+
+
+def _secant(scores: dict[int, float], pair: list[int], default: float) -> float:
+    """Score per quality step between two probes on one side of the goal, within the
+    bounds ``_learn`` keeps (``default`` with fewer than two, or a flat or falling pair):
+    a flat photo's score moves less per step than the learnt slope says, and steps by
+    it undershoot the band probe after probe."""
+    if len(pair) < 2 or scores[pair[1]] <= scores[pair[0]]:
+        return default
+    (q0, q1), (s0, s1) = pair, (scores[pair[0]], scores[pair[1]])
+    return min(3.0, max(0.15, (s1 - s0) / (q1 - q0)))
 
 
 def mosaic(image: Image.Image) -> Image.Image:

@@ -17,7 +17,7 @@ from PIL import Image, ImageCms, ImageDraw
 
 from pipeline.errors import ProfileError
 from pipeline.imaging import profile_from_dict, render
-from pipeline.imaging.autoquality import LEVELS, mosaic
+from pipeline.imaging.autoquality import LEVELS, TOLERANCE, _next, mosaic
 from pipeline.imaging.perceptual import Reference, ssimulacra2
 from tests.unit.imaging_samples import PHOTOS, decode, photo_icc, save
 
@@ -155,6 +155,30 @@ def test_the_target_is_reached_within_the_bounds(make, target):
         # Outputs this small are probed whole: the score recorded is the output's own.
         assert measured == pytest.approx(out.score, abs=0.01)
         assert measured >= floor or out.quality == high, (out.format, measured, out.quality)
+
+
+def test_webp_accepts_a_narrower_band_than_avif():
+    # One probe 1.5 above the goal: enough for AVIF's 2-point band, not WebP's 1 point.
+    assert TOLERANCE["webp"] < 1.5 < TOLERANCE["avif"]
+    assert _next({80: 73.5}, 72.0, 30, 95, 0.6, TOLERANCE["avif"]) is None
+    assert _next({80: 73.5}, 72.0, 30, 95, 0.6, TOLERANCE["webp"]) == 79
+
+
+def test_steps_follow_the_slope_this_search_measured():
+    # Two passing probes one point apart over 8 qualities: a flat photo. The prior slope
+    # (0.6 a step) would step to 62; the measured one (0.125, kept at 0.15) goes lower.
+    assert _next({80: 80.0}, 72.0, 30, 95, 0.6, 1.0) == 68
+    assert _next({80: 80.0, 72: 79.0}, 72.0, 30, 95, 0.6, 1.0) == 30
+    # Two failing probes: the same from below.
+    assert _next({40: 60.0, 44: 70.0}, 72.0, 30, 95, 0.6, 1.0) == 45
+
+
+@pytest.mark.parametrize("make", [detailed, noise])
+def test_webp_ends_within_its_band_above_the_target(make):
+    source = as_jpeg(make())
+    out = render(source, auto("high", formats=["webp"])).variants("webp")[0]
+    measured = Reference(shown(source)).score(shown(out.data))
+    assert LEVELS["high"] <= measured < LEVELS["high"] + TOLERANCE["webp"], out.quality
 
 
 def test_an_unreachable_target_stops_at_the_upper_bound():
