@@ -43,6 +43,7 @@ from PIL import Image
 from pipeline.imaging import Profile, render, renderer
 from pipeline.imaging.autoquality import DEFAULT_BOUNDS
 from pipeline.imaging.perceptual import Reference
+from pipeline.imaging.results import Rendering
 
 FORMATS = ("avif", "webp", "jpeg")
 #: Single targets are searched this far below the highest fixed p10 (a target at that p10
@@ -89,15 +90,19 @@ class Curve:
         return (quality, *self.points[quality])
 
 
-def capture(
-    data: bytes, profile: Profile
-) -> tuple[object, list[tuple[renderer._Encoder, Image.Image, str, tuple[int, int]]]]:
+#: An output as the renderer encodes it: its encoder, pixels, format and size.
+Call = tuple[renderer._Encoder, Image.Image, str, tuple[int, int]]
+
+
+def capture(data: bytes, profile: Profile) -> tuple[Rendering, list[Call]]:
     """Render ``data`` with ``profile``, keeping each lossy photo output's encoder and the
     pixels it encoded (after the engine's colour conversion for that format)."""
-    calls = []
+    calls: list[Call] = []
     original = renderer._Encoder.encode
 
-    def spy(self, images, fmt, size):  # type: ignore[no-untyped-def]
+    def spy(
+        self: renderer._Encoder, images: list[Image.Image], fmt: str, size: tuple[int, int]
+    ) -> tuple[bytes, int, int | None, float | None]:
         result = original(self, images, fmt, size)
         frames = self.pixels(images[:1], fmt)
         if not self.graphic and fmt in FORMATS and frames[0].mode != "RGBA":
@@ -112,12 +117,14 @@ def capture(
     return rendering, calls
 
 
+#: bench/quality.py's: the engine's unencoded resize per output name, and an encoded
+#: output as a browser shows it (both in sRGB).
+References = Callable[[bytes, Profile], dict[str, Image.Image]]
+Shown = Callable[[bytes], Image.Image]
+
+
 def curves(
-    name: str,
-    data: bytes,
-    fixed: Profile,
-    references: Callable[[bytes, Profile], dict[str, Image.Image]],
-    shown: Callable[[bytes], Image.Image],
+    name: str, data: bytes, fixed: Profile, references: References, shown: Shown
 ) -> list[Curve]:
     """The outputs of one photo at the profile's widths, each with its fixed encode
     measured and nothing swept yet."""
@@ -127,12 +134,18 @@ def curves(
     widths = {f"w{w}" for w in fixed.widths}
     out = []
     for encoder, image, fmt, size in calls:
-        for o in rendering.outputs:  # type: ignore[attr-defined]
+        for o in rendering.outputs:
             if o.name not in widths or o.format != fmt or (o.width, o.height) != size:
                 continue
             reference = cache.setdefault(size, Reference(refs[o.name]))
 
-            def measure(q: int, encoder=encoder, image=image, fmt=fmt, ref=reference):  # type: ignore[no-untyped-def]
+            def measure(
+                q: int,
+                encoder: renderer._Encoder = encoder,
+                image: Image.Image = image,
+                fmt: str = fmt,
+                ref: Reference = reference,
+            ) -> tuple[int, float]:
                 blob = encoder._encode([image], fmt, quality=q)[0]
                 return len(blob), ref.score(shown(blob))
 
@@ -146,22 +159,27 @@ def p10(values: Iterable[float]) -> float:
     return float(np.percentile(list(values), 10))
 
 
-def run(  # type: ignore[no-untyped-def]
+def run(
     photos: dict[str, bytes],
     fixed: Profile,
     step: int,
-    references,
-    shown,
+    references: References,
+    shown: Shown,
     save: Path | None = None,
     load: Path | None = None,
 ) -> dict[str, Any]:
     """Sweep (or ``load`` a saved sweep), print the bounds, return the JSON summary."""
     if load is not None:
         saved = json.loads(load.read_text())
-        done = [Curve(**c, measure=_gone) for c in saved["curves"]]
-        for c in done:
-            c.bounds = tuple(c.bounds)  # type: ignore[assignment]
-            c.points = {int(q): tuple(v) for q, v in c.points.items()}  # type: ignore[misc]
+        done = [
+            Curve(
+                **{k: v for k, v in c.items() if k not in ("bounds", "points")},
+                bounds=(c["bounds"][0], c["bounds"][1]),
+                measure=_gone,
+                points={int(q): (b, s) for q, (b, s) in c["points"].items()},
+            )
+            for c in saved["curves"]
+        ]
         return summarize(done, saved["fixed_p10"], saved["top"], saved["step"], saved["cpu"])
     start = time.process_time()
     # Pass 1: the fixed defaults' p10 per format, which (a) and (b) need before sweeping.
