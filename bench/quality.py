@@ -1,7 +1,7 @@
 """Auto-quality against the fixed defaults: bytes, SSIMULACRA2 scores, CPU, and colour.
 
     python bench/quality.py [--target high] [--rounds 1] [--photos DIR] [--limit N]
-    python bench/quality.py --oracle [--step 4] [--photos DIR] [--limit N]
+    python bench/quality.py --oracle [--step 4] [--photos DIR] [--limit N] [--save F | --load F]
 
 Every photo is rendered twice with the default profile's widths and AVIF, WebP and JPEG:
 with the fixed qualities (AVIF 60, WebP 80, JPEG 82) and with ``{"target": ...}``.
