@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-imaging bench-everyday bench-quality bench-migration bench-migration-scale clean
+.PHONY: demo test lint bench-imaging bench-everyday bench-quality bench-quality-oracle bench-migration bench-migration-scale clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-everyday: $(VENV)/.installed-bench
 
 bench-quality: $(VENV)/.installed-bench
 	$(BIN)/python bench/quality.py
+
+bench-quality-oracle: $(VENV)/.installed-bench
+	$(BIN)/python bench/quality.py --oracle
 
 bench-migration: $(VENV)/.installed-bench
 	$(BIN)/python bench/migration.py

@@ -1,6 +1,7 @@
 """Auto-quality against the fixed defaults: bytes, SSIMULACRA2 scores, CPU, and colour.
 
-    python bench/quality.py [--target high] [--rounds 1] [--photos DIR]
+    python bench/quality.py [--target high] [--rounds 1] [--photos DIR] [--limit N]
+    python bench/quality.py --oracle [--step 4] [--photos DIR] [--limit N] [--save F | --load F]
 
 Every photo is rendered twice with the default profile's widths and AVIF, WebP and JPEG:
 with the fixed qualities (AVIF 60, WebP 80, JPEG 82) and with ``{"target": ...}``.
@@ -18,6 +19,10 @@ are compared with AVIF's. Last, a Display P3 image made here (saturated reds and
 outside sRGB) is rendered with the default profile: AVIF and WebP must keep its profile,
 and the JPEG fallback's mean CIEDE2000 against a colour-managed conversion of the source
 must stay under 2. The last line is JSON.
+
+``--oracle`` renders nothing with a target: it sweeps every output's encoder quality and
+bounds what any per-output quality chooser could save while keeping each format's
+10th-percentile score (``bench/quality_oracle.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from bench import photos as photo_sets
+from bench import quality_oracle
 from pipeline.imaging import Profile, autoquality, profile_from_dict, render, renderer
 from pipeline.imaging.detect import open_image
 from pipeline.imaging.geometry import crop_box, plan
@@ -158,6 +164,13 @@ def main() -> None:
     parser.add_argument("--target", default="high", help="a level name or a score")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--photos", type=Path, default=None, help=photo_sets.HELP)
+    parser.add_argument("--limit", type=int, default=None, help="the first N photos only")
+    parser.add_argument(
+        "--oracle", action="store_true", help="sweep qualities: bounds of any chooser"
+    )
+    parser.add_argument("--step", type=int, default=4, help="--oracle: quality sweep step")
+    parser.add_argument("--save", type=Path, default=None, help="--oracle: write the sweep")
+    parser.add_argument("--load", type=Path, default=None, help="--oracle: re-read a sweep")
     args = parser.parse_args()
     target: str | float = args.target
     if target not in autoquality.LEVELS:
@@ -166,8 +179,17 @@ def main() -> None:
         args.photos = photo_sets.default_photos()
     print(f"photo set: {photo_sets.describe(args.photos)}", flush=True)
     paths = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    photos = {p.name: p.read_bytes() for p in paths}
+    photos = {p.name: p.read_bytes() for p in paths[: args.limit]}
     fixed, auto = profiles(target)
+    if args.oracle:
+        print(
+            json.dumps(
+                quality_oracle.run(
+                    photos, fixed, args.step, references, shown, save=args.save, load=args.load
+                )
+            )
+        )
+        return
     modes = {"fixed": fixed, "auto": auto}
 
     cpu: dict[str, list[float]] = {m: [] for m in modes}

@@ -20,15 +20,15 @@ scale (90 visually lossless, 70 high, 50 medium) and are not calibrated further.
 Cost is bounded three ways:
 
 * a proxy: an output of more than ``WHOLE_PIXELS`` pixels is probed on a mosaic of
-  ``GRID`` x ``GRID`` tiles of ``TILE`` px taken across it at its own scale (scores
-  track the full-size ones within a few points, see README; a downscaled copy does
-  not, its artifacts sit at another scale). Smaller outputs are probed whole, and the
-  probe that wins is the output itself (no second encode);
+  ``GRID`` x ``GRID`` tiles (WebP: ``FORMAT_GRID``) of ``TILE`` px taken across it at
+  its own scale (scores track the full-size ones within a few points, see README; a
+  downscaled copy does not, its artifacts sit at another scale). Smaller outputs are
+  probed whole, and the probe that wins is the output itself (no second encode);
 * few probes: each search starts at the quality the same format chose at the previous
   (larger) size, steps by the slope of score against quality learnt so far, and
-  interpolates once it has a bracket: at most ``MAX_PROBES``;
+  interpolates once it has a bracket: at most ``MAX_PROBES`` (per format);
 * the source's side of the metric is computed once per proxy and shared by every
-  format and probe (``perceptual.Reference``).
+  format and probe that uses it (``perceptual.Reference``).
 
 numpy is imported only when a search runs; ``parse_target`` checks it is installed so
 that a profile that cannot work fails when settings load, not on the first upload.
@@ -67,14 +67,24 @@ WHOLE_PIXELS = 100_000
 #: and WebP blocks fall as in the full encode).
 GRID = 4
 TILE = 64
+#: WebP's mosaic is 5 x 5 tiles (320 px): a WebP probe costs a fifth of an AVIF one, and
+#: with 16 tiles the full-size scores of its outputs spread by 3.2 points (p90 - p10),
+#: over half the fixed default's 6.2 (the issue's consistency target); with 25, 2.6.
+FORMAT_GRID: Mapping[str, int] = MappingProxyType({"webp": 5})
 #: A mosaic scores above the whole image (its tiles miss some of the worst areas that the
-#: metric's 4-norm weighs): +1.7 on average over the corpus's 174 mosaic-probed outputs
-#: (bench/quality.py), so a mosaic probe must clear the target by this much.
+#: metric's 4-norm weighs): +1.7 on average over the corpus's 4 x 4 mosaic-probed outputs
+#: (bench/quality.py), so a mosaic probe must clear the target by this much. WebP's 5 x 5
+#: scores +1.4 on average and keeps the same margin: at 1.4 its p10 fell from 71.3 to
+#: 70.8 and its spread rose from 2.6 to 3.0, for 1.7% fewer WebP bytes.
 MOSAIC_MARGIN = 1.7
 #: Probes per output, at most (two more while none has reached the target); and a probe
-#: this close above the target is accepted.
-MAX_PROBES = 3
-TOLERANCE = 2.0
+#: this close above the target is accepted, per format. WebP's band is half the others'
+#: and it may take one probe more: with its 5 x 5 mosaic and the 2-point band its spread
+#: was 3.0 (half the fixed default's is 3.1) at 4% more bytes than with 1 point (2.6).
+MAX_PROBES: Mapping[str, int] = MappingProxyType({"avif": 3, "webp": 4, "jpeg": 3, "jxl": 3})
+TOLERANCE: Mapping[str, float] = MappingProxyType(
+    {"avif": 2.0, "webp": 1.0, "jpeg": 2.0, "jxl": 2.0}
+)
 #: Score per quality step before any is learnt, per format (measured near the default
 #: qualities on the corpus).
 SLOPE = MappingProxyType({"avif": 1.0, "webp": 0.6, "jpeg": 0.6, "jxl": 0.9})
@@ -180,7 +190,8 @@ class Search:
         self._start: dict[str, int] = {}  # format -> quality chosen at the previous size
         self._slope: dict[str, float] = dict(SLOPE)
         self._image: Image.Image | None = None
-        self._proxy: tuple[Image.Image, Any] | None = None
+        # grid (0: the whole image) -> (proxy, its Reference, whether it is the whole)
+        self._proxies: dict[int, tuple[Image.Image, Any, bool]] = {}
         self._whole = False
 
     def choose(
@@ -192,10 +203,13 @@ class Search:
         bounds: tuple[int, int] | None = None,
     ) -> Choice:
         """The lowest quality in ``bounds`` (default: the profile's for ``fmt``) whose
-        encoding of ``image`` scores at least the target, within ``MAX_PROBES`` probes."""
+        encoding of ``image`` scores at least the target, within ``MAX_PROBES[fmt]``
+        probes (a probe within ``TOLERANCE[fmt]`` above it is taken)."""
         low, high = bounds or self.target.bounds[fmt]
-        proxy, reference = self._reference(image)
-        goal = self.target.score + (0.0 if self._whole else MOSAIC_MARGIN)
+        grid = FORMAT_GRID.get(fmt, GRID)
+        proxy, reference = self._reference(image, grid)
+        margin = 0.0 if self._whole else MOSAIC_MARGIN
+        goal = self.target.score + margin
         scores: dict[int, float] = {}
         blobs: dict[int, bytes] = {}
 
@@ -212,33 +226,35 @@ class Search:
             # The target is a floor: with nothing above it yet, two more probes are
             # allowed, the last at the upper bound.
             reached = any(score >= goal for score in scores.values())
-            if len(scores) >= MAX_PROBES + (0 if reached else 2):
+            if len(scores) >= MAX_PROBES[fmt] + (0 if reached else 2):
                 break
-            step = _next(scores, goal, low, high, self._slope[fmt])
+            step = _next(scores, goal, low, high, self._slope[fmt], TOLERANCE[fmt])
             if step is None:
                 break
-            probe(high if not reached and len(scores) == MAX_PROBES + 1 else step)
+            probe(high if not reached and len(scores) == MAX_PROBES[fmt] + 1 else step)
         self._learn(fmt, scores)
         passing = [q for q, s in scores.items() if s >= goal]
         quality = min(passing) if passing else max(scores)
         self._start[fmt] = quality
-        score = scores[quality] - (0.0 if self._whole else MOSAIC_MARGIN)
+        score = scores[quality] - margin
         return Choice(quality, round(score, 2), blobs.get(quality))
 
-    def _reference(self, image: Image.Image) -> tuple[Image.Image, Any]:
-        """The proxy of ``image`` and its metric side, kept while the same image is asked
-        for (every format of one size)."""
-        if self._image is not image or self._proxy is None:
+    def _reference(self, image: Image.Image, grid: int) -> tuple[Image.Image, Any]:
+        """The proxy of ``image`` (whole, or a ``grid`` x ``grid`` mosaic) and its metric
+        side, kept while the same image is asked for (every format of one size)."""
+        if self._image is not image:
+            self._proxies = {}
+            self._image = image
+        whole = image.width * image.height <= WHOLE_PIXELS or min(image.size) < grid * TILE
+        key = 0 if whole else grid  # formats probing the whole image share it
+        if key not in self._proxies:
             from .perceptual import Reference
 
-            self._whole = image.width * image.height <= WHOLE_PIXELS or min(image.size) < (
-                GRID * TILE
-            )
-            proxy = image if self._whole else mosaic(image)
+            proxy = image if whole else mosaic(image, grid)
             rgb = proxy if proxy.mode == "RGB" else proxy.convert("RGB")
-            self._proxy = (proxy, Reference(rgb))
-            self._image = image
-        return self._proxy
+            self._proxies[key] = (proxy, Reference(rgb), whole)
+        proxy, reference, self._whole = self._proxies[key]
+        return proxy, reference
 
     def _learn(self, fmt: str, scores: dict[int, float]) -> None:
         """Slope of score against quality from the two probes nearest each other."""
@@ -257,14 +273,17 @@ def _fixed_start(fmt: str) -> int:
     return DEFAULT_QUALITY[fmt]
 
 
-def _next(scores: dict[int, float], goal: float, low: int, high: int, slope: float) -> int | None:
-    """The next quality to probe, or None when the answer is known well enough."""
+def _next(
+    scores: dict[int, float], goal: float, low: int, high: int, slope: float, tolerance: float
+) -> int | None:
+    """The next quality to probe, or None when the answer is known well enough: a probe
+    less than ``tolerance`` above ``goal``, or one just above a failing one."""
     passing = [q for q, s in scores.items() if s >= goal]
     failing = [q for q, s in scores.items() if s < goal]
     best = min(passing) if passing else None
     below = max((q for q in failing if best is None or q < best), default=None)
     if best is not None:
-        if best == low or scores[best] - goal < TOLERANCE:
+        if best == low or scores[best] - goal < tolerance:
             return None
         if below is not None:
             if best - below <= 1:
@@ -274,22 +293,22 @@ def _next(scores: dict[int, float], goal: float, low: int, high: int, slope: flo
             guess = below + math.ceil((goal - s0) / max(s1 - s0, 1e-6) * (best - below))
             return min(best - 1, max(below + 1, guess))
         # Steps aim mid-way into the accepted band, so one more probe usually ends it.
-        guess = best - math.floor((scores[best] - goal - TOLERANCE / 2) / slope)
+        guess = best - math.floor((scores[best] - goal - tolerance / 2) / slope)
         return max(low, min(best - 1, guess))
     top = max(failing)
     if top >= high:
         return None
-    guess = top + math.ceil((goal + TOLERANCE / 2 - scores[top]) / slope)
+    guess = top + math.ceil((goal + tolerance / 2 - scores[top]) / slope)
     return min(high, max(top + 1, guess))
 
 
-def mosaic(image: Image.Image) -> Image.Image:
-    """``GRID`` x ``GRID`` tiles of ``TILE`` px spread evenly over ``image``, side by side."""
+def mosaic(image: Image.Image, grid: int = GRID) -> Image.Image:
+    """``grid`` x ``grid`` tiles of ``TILE`` px spread evenly over ``image``, side by side."""
     width, height = image.size
-    out = Image.new(image.mode, (GRID * TILE, GRID * TILE))
-    for i in range(GRID):
-        for j in range(GRID):
-            x = min(width - TILE, max(0, int((i + 0.5) * width / GRID - TILE / 2) // 16 * 16))
-            y = min(height - TILE, max(0, int((j + 0.5) * height / GRID - TILE / 2) // 16 * 16))
+    out = Image.new(image.mode, (grid * TILE, grid * TILE))
+    for i in range(grid):
+        for j in range(grid):
+            x = min(width - TILE, max(0, int((i + 0.5) * width / grid - TILE / 2) // 16 * 16))
+            y = min(height - TILE, max(0, int((j + 0.5) * height / grid - TILE / 2) // 16 * 16))
             out.paste(image.crop((x, y, x + TILE, y + TILE)), (i * TILE, j * TILE))
     return out

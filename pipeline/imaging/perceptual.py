@@ -141,17 +141,17 @@ def _xyb(linear: np.ndarray) -> np.ndarray:
 
 
 def _downsample(linear: np.ndarray) -> np.ndarray:
-    """2x2 box average; a last odd row or column averages what it has."""
-    h, w, c = linear.shape
-    oh, ow = (h + 1) // 2, (w + 1) // 2
-    padded = np.zeros((oh * 2, ow * 2, c), dtype=linear.dtype)
-    padded[:h, :w] = linear
-    sums = padded.reshape(oh, 2, ow, 2, c).sum(axis=(1, 3))
-    rows = np.full(oh, 2, dtype=np.float32)
-    cols = np.full(ow, 2, dtype=np.float32)
-    rows[-1] -= h % 2
-    cols[-1] -= w % 2
-    return sums / (rows[:, None, None] * cols[None, :, None])
+    """2x2 box average; a last odd row or column averages what it has (it is repeated
+    once, which averages the same). Four strided adds: a reduce over a reshaped array's
+    axes costs a third of a mosaic's score."""
+    h, w, _ = linear.shape
+    if h % 2 or w % 2:
+        linear = np.pad(linear, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    out = linear[0::2, 0::2] + linear[1::2, 0::2]
+    out += linear[0::2, 1::2]
+    out += linear[1::2, 1::2]
+    out *= np.float32(0.25)
+    return out
 
 
 def _blur(planes: np.ndarray) -> np.ndarray:

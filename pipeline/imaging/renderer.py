@@ -184,26 +184,33 @@ class _Encoder:
         self, image: Image.Image, fmt: str, size: tuple[int, int]
     ) -> tuple[bytes, int, int | None, float | None]:
         assert self.search is not None
-        low, high = self.search.target.bounds[fmt]
+        choice = self.search.choose(
+            image,
+            fmt,
+            lambda im, q: self._encode([im], fmt, quality=q)[0],
+            bounds=self.auto_bounds(fmt, size, self.search.target.bounds[fmt]),
+        )
+        data = choice.data
+        if data is None:
+            data = self._encode([image], fmt, quality=choice.quality)[0]
+        return data, 1, choice.quality, choice.score
+
+    def auto_bounds(
+        self, fmt: str, size: tuple[int, int], bounds: tuple[int, int]
+    ) -> tuple[int, int]:
+        """The encoder qualities auto-quality may choose for ``fmt`` at ``size``: the
+        profile's ``bounds``, narrowed at full size for JPEG by the rules of
+        ``_jpeg_quality`` (never above a JPEG source's quality, never under
+        ``TRANSCODE_QUALITY`` for a transcode). ``bench/quality_oracle.py`` sweeps them."""
+        low, high = bounds
         if fmt == "jpeg" and size == (self.source.width, self.source.height):
-            # The rules of _jpeg_quality as bounds: never above a JPEG source's quality,
-            # never under TRANSCODE_QUALITY for a transcode.
             if self.source.jpeg_quality is not None:
                 high = max(1, min(high, self.source.jpeg_quality))
                 low = min(low, high)
             else:
                 low = max(low, TRANSCODE_QUALITY)
                 high = max(high, low)
-        choice = self.search.choose(
-            image,
-            fmt,
-            lambda im, q: self._encode([im], fmt, quality=q)[0],
-            bounds=(low, high),
-        )
-        data = choice.data
-        if data is None:
-            data = self._encode([image], fmt, quality=choice.quality)[0]
-        return data, 1, choice.quality, choice.score
+        return low, high
 
     def _quality(self, fmt: str, quality: int | None = None) -> int | None:
         """The quality an encode used, for the manifest (None: a lossless format)."""

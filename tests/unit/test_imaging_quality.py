@@ -17,7 +17,8 @@ from PIL import Image, ImageCms, ImageDraw
 
 from pipeline.errors import ProfileError
 from pipeline.imaging import profile_from_dict, render
-from pipeline.imaging.autoquality import LEVELS, mosaic
+from pipeline.imaging.autoquality import LEVELS, TOLERANCE, QualityTarget, Search, _next, mosaic
+from pipeline.imaging.encode import encode
 from pipeline.imaging.perceptual import Reference, ssimulacra2
 from tests.unit.imaging_samples import PHOTOS, decode, photo_icc, save
 
@@ -157,6 +158,13 @@ def test_the_target_is_reached_within_the_bounds(make, target):
         assert measured >= floor or out.quality == high, (out.format, measured, out.quality)
 
 
+def test_webp_accepts_a_narrower_band_than_avif():
+    # One probe 1.5 above the goal: enough for AVIF's 2-point band, not WebP's 1 point.
+    assert TOLERANCE["webp"] < 1.5 < TOLERANCE["avif"]
+    assert _next({80: 73.5}, 72.0, 30, 95, 0.6, TOLERANCE["avif"]) is None
+    assert _next({80: 73.5}, 72.0, 30, 95, 0.6, TOLERANCE["webp"]) == 79
+
+
 def test_an_unreachable_target_stops_at_the_upper_bound():
     profile = auto("very high", bounds={"webp": [40, 50]}, formats=["webp"])
     out = render(as_jpeg(detailed()), profile).variants("webp")[0]
@@ -184,6 +192,23 @@ def test_a_mosaic_is_tiles_of_the_image_at_its_own_scale():
         for y in range(0, 400, 16)
     )
     assert found
+
+
+def test_webp_is_probed_on_a_larger_mosaic_than_avif_and_jpeg():
+    # WebP probes are cheap: 5 x 5 tiles (320 px) for it, 4 x 4 (256 px) for the others.
+    image = noise((1200, 800))
+    profile = profile_from_dict("p", {"formats": ["webp", "avif", "jpeg"]})
+    search = Search(QualityTarget(LEVELS["high"]))
+    probed: dict[str, set[tuple[int, int]]] = {}
+    for fmt in ("webp", "avif", "jpeg"):
+
+        def probe(im: Image.Image, quality: int, fmt: str = fmt) -> bytes:
+            probed.setdefault(fmt, set()).add(im.size)
+            return encode([im], fmt, profile, quality=quality)[0]
+
+        choice = search.choose(image, fmt, probe)
+        assert choice.data is None  # a mosaic's bytes are not the output's
+    assert probed == {"webp": {(320, 320)}, "avif": {(256, 256)}, "jpeg": {(256, 256)}}
 
 
 def test_large_outputs_are_searched_on_the_mosaic_and_stay_near_the_target():
