@@ -115,7 +115,9 @@ class Command(BaseCommand):
             metavar="PATH",
             help="an absolute MEDIA_ROOT that rows may hold in full (repeatable)",
         )
-        parser.add_argument("--chunk-size", type=int, help="at most N files per chunk task (PIPELINE MIGRATION CHUNK_SIZE)")
+        parser.add_argument(
+            "--chunk-size", type=int, help="at most N files per chunk task (default: CHUNK_SIZE)"
+        )
         parser.add_argument(
             "--verify",
             action="store_true",
