@@ -47,15 +47,16 @@ HEADERS = {
 }
 
 MAX_IN_MEMORY = 32 * 1024**2
-"""Bytes sent at once. The CRT reads a body whole into memory before it sends it (a file
-too: 16 files of 20 MiB took 330 MiB where botocore, which streams, took 28)."""
+"""Bytes one ``put_many`` call sends at once. The CRT reads a body whole into memory before
+it sends it (a file too: 16 files of 20 MiB took 330 MiB where botocore, which streams,
+took 28)."""
 
 _SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's; no upload here is ever split into parts
 _RETRIED_STATUSES = {  # the CRT's names for the responses it retried, given up on
     "AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", 503),
     "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500),
 }
-_ERROR_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
+_ERROR_FIELD = re.compile(rb"<(\w+)>([^<]*)</\1>")
 
 
 @functools.cache
@@ -72,7 +73,7 @@ class _Bucket:
     attempt_timeout: float  # seconds one attempt may take before the PUT is cancelled
 
 
-_buckets: dict[tuple[int, int, str], _Bucket] = {}
+_buckets: dict[tuple[int, int, str, str], _Bucket] = {}
 _lock = threading.Lock()
 
 
@@ -97,12 +98,12 @@ def put_many(
     failures: dict[str, Exception] = {}
     batch: list[tuple[str, Body, Mapping[str, str]]] = []
     held = 0
-    for put in puts:
-        size = _size(put[1])
+    for one in puts:
+        size = _size(one[1])
         if batch and held + size > MAX_IN_MEMORY:
             failures.update(_send_all(client, target, batch))
             batch, held = [], 0
-        batch.append(put)
+        batch.append(one)
         held += size
     failures.update(_send_all(client, target, batch))
     return failures
@@ -128,20 +129,30 @@ def _send_all(
 ) -> dict[str, Exception]:
     from awscrt import s3
 
-    sent = [(key, _send(target, key, body, params)) for key, body, params in puts]
-    until = time.monotonic() + target.attempt_timeout * _attempts(client.meta.config)
+    sent: list[tuple[str, Any, threading.Event]] = []
     failures: dict[str, Exception] = {}
-    for key, (request, done) in sent:
-        if not done.wait(max(0.0, until - time.monotonic())):
-            request.cancel()
-            done.wait()
-        try:
-            request.finished_future.result()
-        except s3.S3ResponseError as e:
-            failures[key] = _client_error(e)
-        except Exception as e:  # the CRT's own: a retried status, refused, reset, TLS...
-            failures[key] = _crt_error(e, key)
-            failures[key].__cause__ = e
+    try:
+        for key, body, params in puts:
+            sent.append((key, *_send(target, key, body, params)))
+        until = time.monotonic() + target.attempt_timeout * _attempts(client.meta.config)
+        for key, request, done in sent:
+            if not done.wait(max(0.0, until - time.monotonic())):
+                request.cancel()
+                done.wait()
+            try:
+                request.finished_future.result()
+            except s3.S3ResponseError as e:
+                failures[key] = _client_error(e)
+            except Exception as e:  # the CRT's own: a retried status, refused, reset, TLS...
+                failures[key] = _crt_error(e, key)
+                failures[key].__cause__ = e
+    finally:
+        # Whatever interrupted us (a time limit, a bug), no PUT outlives this call: the
+        # caller closes the files the CRT reads from.
+        for _, request, done in sent:
+            if not done.is_set():
+                request.cancel()
+                done.wait()
     return failures
 
 
@@ -177,8 +188,10 @@ def _crt_error(e: Exception, key: str) -> Exception:
 
 def _client_error(e: Any) -> ClientError:
     """botocore's error for an HTTP error response, from its status and XML body."""
-    fields = {k.decode(): v.decode(errors="replace") for k, v in _ERROR_FIELD.findall(e.body)}
-    error = {"Code": fields.get("Code", str(e.status_code)), "Message": fields.get("Message", "")}
+    body = e.body or b""  # some servers and proxies answer errors without one
+    error = {k.decode(): v.decode(errors="replace") for k, v in _ERROR_FIELD.findall(body)}
+    error.setdefault("Code", str(e.status_code))
+    error.setdefault("Message", "")
     meta = {"HTTPStatusCode": e.status_code, "HTTPHeaders": dict(e.headers)}
     return ClientError({"Error": error, "ResponseMetadata": meta}, "PutObject")
 
@@ -191,7 +204,7 @@ def prepare(client: Any, bucket: str) -> None:
 
 def _bucket(client: Any, bucket: str) -> _Bucket:
     """This process's CRT client for ``client``'s credentials, and the bucket's address."""
-    key = (os.getpid(), id(client._get_credentials()), bucket)
+    key = (os.getpid(), id(client._get_credentials()), client.meta.endpoint_url, bucket)
     with _lock:
         found = _buckets.get(key)
         if found is None:
@@ -203,9 +216,7 @@ def _new_bucket(client: Any, bucket: str) -> _Bucket:
     from awscrt import s3
     from s3transfer.crt import BotocoreCRTCredentialsWrapper
 
-    url = urlsplit(
-        client.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"})
-    )
+    url = _put_url(client, bucket)
     config = client.meta.config
     attempts = _attempts(config)
     credentials = BotocoreCRTCredentialsWrapper(client._get_credentials())
@@ -219,6 +230,7 @@ def _new_bucket(client: Any, bucket: str) -> _Bucket:
         tls_mode=s3.S3RequestTlsMode.ENABLED
         if url.scheme == "https"
         else s3.S3RequestTlsMode.DISABLED,
+        tls_connection_options=_tls_options(client) if url.scheme == "https" else None,
         multipart_upload_threshold=_SINGLE_PUT_LIMIT,
         connect_timeout_ms=int((config.connect_timeout or 60) * 1000),
         retry_config=s3.S3RetryConfig(max_retries=attempts - 1),
@@ -226,15 +238,57 @@ def _new_bucket(client: Any, bucket: str) -> _Bucket:
     return _Bucket(
         client=crt_client,
         host=url.netloc,
-        prefix=url.path[: -len("k")],
+        prefix=url.path[: -len(_PROBE_KEY)],
         attempt_timeout=float(config.connect_timeout or 60) + float(config.read_timeout or 60),
     )
+
+
+_PROBE_KEY = "pipeline-crt-address-probe"
+
+
+class _Addressed(Exception):
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def _put_url(client: Any, bucket: str) -> Any:
+    """Where botocore itself sends a PUT to ``bucket`` (endpoint rules, addressing style,
+    region): a put_object stopped before it is sent. (A presigned URL is not the same: on
+    AWS it names the global endpoint, which refuses newer regions' buckets.)"""
+
+    def stop(request: Any, **kwargs: Any) -> None:
+        if urlsplit(request.url).path.endswith("/" + _PROBE_KEY):
+            raise _Addressed(request.url)
+
+    handler_id = f"pipeline-crt-probe-{id(stop)}"
+    client.meta.events.register("before-send.s3.PutObject", stop, unique_id=handler_id)
+    try:
+        client.put_object(Bucket=bucket, Key=_PROBE_KEY, Body=b"")
+    except _Addressed as e:
+        return urlsplit(e.url)
+    finally:
+        client.meta.events.unregister("before-send.s3.PutObject", unique_id=handler_id)
+    raise RuntimeError("botocore sent the address probe")  # never: it is stopped above
+
+
+def _tls_options(client: Any) -> Any:
+    """TLS trusting what ``client`` trusts (its ``verify``: a bundle given to the storage,
+    ``AWS_CA_BUNDLE``, else certifi's), not the system's store."""
+    from awscrt import io as crt_io
+    from botocore.httpsession import get_cert_path
+
+    verify = getattr(getattr(client._endpoint, "http_session", None), "_verify", True)
+    if verify is False:
+        raise ValueError("TLS verification is off for this client: PUTs stay on botocore")
+    options = crt_io.TlsContextOptions()
+    options.override_default_trust_store_from_path(ca_filepath=get_cert_path(verify))
+    return crt_io.ClientTlsContext(options).new_connection_options()
 
 
 _bootstraps: dict[int, Any] = {}
 
 
-def _bootstrap() -> Any:
+def _bootstrap() -> Any:  # called under _lock
     """This process's event loop (one thread: a PUT's CPU is in signing and parsing, not
     in waiting) and resolver, shared by its CRT clients; a forked child makes its own."""
     from awscrt import io as crt_io
@@ -247,5 +301,8 @@ def _bootstrap() -> Any:
 
 
 def _attempts(config: Any) -> int:
-    """Attempts per request, as botocore counts them (its default: legacy mode's 5)."""
-    return max(1, int((config.retries or {}).get("total_max_attempts", 5)))
+    """Attempts per request, as botocore counts them (its defaults: 5 in legacy mode, 3 in
+    standard). At least 2: the CRT reads "no retries" as "its own default, 5"."""
+    retries = config.retries or {}
+    default = 3 if retries.get("mode") in ("standard", "adaptive") else 5
+    return max(2, int(retries.get("total_max_attempts", default)))

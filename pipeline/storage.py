@@ -265,16 +265,31 @@ def _put_object(
 
 def _crt_puts(storage: Storage) -> bool:
     """Whether PUTs to ``storage`` go through the CRT: when installed and not turned off,
-    and the storage asks nothing of its connections that only botocore is given (a proxy,
-    or a certificate bundle or verification other than the default)."""
+    and nothing asks of the connections what only botocore is given (a proxy, or no
+    certificate verification)."""
     from pipeline.conf import pipeline_settings
 
+    config = getattr(storage, "client_config", None)
     return (
         pipeline_settings()["S3_PUTS"] == "auto"
         and crt.available()
-        and getattr(storage, "verify", None) in (None, True)
+        and getattr(storage, "verify", None) is not False
         and not getattr(storage, "proxies", None)
+        and not getattr(config, "proxies", None)
+        and not any(os.environ.get(name) for name in _BOTOCORE_ONLY_ENVIRONMENT)
     )
+
+
+#: Proxies botocore reads from the environment and the CRT would not (a CA bundle it
+#: would, from the client: ``crt._tls_options``).
+_BOTOCORE_ONLY_ENVIRONMENT = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +346,11 @@ def write_files(
             p.key: _write_result(p.key, failures.get(_s3_name(storage, p.key)), if_absent)
             for p in by_crt
         }
-        return [results[p.key] if p.key in results else one(p) for p in puts]
+        rest = [p for p in puts if p.key not in results]
+        if rest:
+            pool = thread_pool(min(threads, len(rest)))
+            results.update(zip((p.key for p in rest), pool.map(one, rest), strict=True))
+        return [results[p.key] for p in puts]
 
     if len(puts) < 2:
         return [one(p) for p in puts]

@@ -27,14 +27,15 @@ bytes, and wastes none of the S3 server's capacity:
   together through the AWS Common Runtime, else on a thread pool that lives as long as
   the worker process, all threads sharing the storage's boto3 client), then each result
   is judged.
-* **What is uploaded is what was scanned, streamed.** Each file is opened inside the tree
-  (a path that became a link out of it is refused), hashed in blocks and its sha256
-  checked against the scan, then uploaded from the open file in one PUT (never whole in
-  memory) with the MD5 of that pass as Content-MD5: if the file changes in between, S3
-  refuses the bytes and the file fails as "changed since the scan". One PUT rather than
-  a multipart upload keeps the ETag an MD5 (so later runs compare by the listing alone);
-  files are bounded by the profile's ``max_bytes`` (the scan rejects larger ones), far
-  below the 5 GB of a single PUT.
+* **What is uploaded is what was scanned, in bounded memory.** Each file is opened
+  inside the tree (a path that became a link out of it is refused), hashed in blocks and
+  its sha256 checked against the scan, then uploaded from the open file in one PUT with
+  the MD5 of that pass as Content-MD5 (through the CRT, which holds at most 32 MiB of a
+  window's files in memory at once; a larger file is streamed by botocore): if the file
+  changes in between, S3 refuses the bytes and the file fails as "changed since the
+  scan". One PUT rather than a multipart upload keeps the ETag an MD5 (so later runs
+  compare by the listing alone); files are bounded by the profile's ``max_bytes`` (the
+  scan rejects larger ones), far below the 5 GB of a single PUT.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.config import Config
 from django.core.exceptions import ImproperlyConfigured
@@ -63,8 +64,8 @@ def _only_reads(fail: Any) -> Any:
     real = BaseClient._make_api_call
 
     def call(self: Any, operation: str, params: Any) -> Any:
-        if operation == "PutObject":
-            return fail()
+        if operation == "PutObject" and params.get("Key") != crt._PROBE_KEY:
+            return fail()  # the CRT's address probe is stopped before it is sent
         return real(self, operation, params)
 
     return call
@@ -154,7 +155,7 @@ def test_a_worker_process_prepares_its_clients_before_its_first_task(
 ) -> None:
     monkeypatch.setattr(crt, "_buckets", {})
     storage.prepare()  # what the worker_process_init signal calls
-    prepared = {bucket for (_, _, bucket) in crt._buckets}
+    prepared = {bucket for (*_, bucket) in crt._buckets}
     assert prepared == {storage.primary().bucket_name, storage.public().bucket_name}
 
 
@@ -172,6 +173,7 @@ class Answers(BaseHTTPRequestHandler):
             time.sleep(30)
             return
         body = f"<Error><Code>{server.code}</Code><Message>no</Message></Error>".encode()
+        body = body if server.code else b""  # some servers send errors without a body
         self.send_response(server.status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -185,7 +187,7 @@ class Answers(BaseHTTPRequestHandler):
 def answering() -> Iterator[Any]:
     server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Answers)
     server.daemon_threads = True
-    server.requests, server.stall = [], False
+    server.requests, server.stall, server.code = [], False, "x"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
@@ -231,7 +233,7 @@ def test_a_server_that_never_answers_is_given_up_on(answering: Any) -> None:
     started = time.monotonic()
     with pytest.raises(StorageUnavailable, match="storage unreachable"):
         storage.write(target, "k.webp", b"bytes", content_type="image/webp")
-    assert time.monotonic() - started < 10  # connect + read timeout (1 + 1 s), one attempt
+    assert time.monotonic() - started < 10  # connect + read timeout (1 + 1 s), 2 attempts
 
 
 def test_one_failed_put_among_many_fails_the_write(answering: Any) -> None:
@@ -273,3 +275,58 @@ def test_s3_puts_botocore_turns_the_crt_off(
 
     with pytest.raises(ImproperlyConfigured, match="S3_PUTS"):
         load({"S3_PUTS": "fast"})
+
+
+def test_an_error_without_a_body_keeps_its_meaning(answering: Any) -> None:
+    target = _answer(answering, 412, "")  # a conditional write refused, with no XML
+    assert storage.write_files(
+        target, [storage.FilePut("k.jpg", _file(b"bytes"), "image/jpeg")], if_absent=True
+    ) == [False]
+    target = _answer(answering, 501, "")
+    [result] = storage.write_files(
+        target, [storage.FilePut("k.jpg", _file(b"bytes"), "image/jpeg")], if_absent=True
+    )
+    assert isinstance(result, ConditionalWriteUnsupported)
+
+
+def test_puts_go_where_botocore_sends_them_outside_us_east_1() -> None:
+    """A presigned URL names the global endpoint, which refuses newer regions' buckets;
+    the CRT is given the host botocore's own put_object uses (no request is sent)."""
+    client = boto3.client(
+        "s3", region_name="af-south-1", aws_access_key_id="a", aws_secret_access_key="b"
+    )
+    url = crt._put_url(client, "my-bucket")
+    assert (url.scheme, url.netloc) == ("https", "my-bucket.s3.af-south-1.amazonaws.com")
+    path_style = boto3.client(
+        "s3",
+        region_name="af-south-1",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    assert crt._put_url(path_style, "my-bucket").path.startswith("/my-bucket/")
+
+
+def test_a_proxy_or_no_tls_verification_leaves_puts_to_botocore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = s3_storage(f"http://127.0.0.1:{services().moto_port}")
+    assert storage._crt_puts(target)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert not storage._crt_puts(target)
+    monkeypatch.delenv("HTTPS_PROXY")
+    target.verify = False
+    assert not storage._crt_puts(target)
+
+
+def test_the_crt_trusts_the_ca_bundle_botocore_trusts(tmp_path: Path) -> None:
+    """An https endpoint with its own CA (``verify``, or AWS_CA_BUNDLE): the CRT's TLS is
+    built from that bundle, and a bundle that is not one fails loudly."""
+    from botocore.httpsession import get_cert_path
+
+    good = boto3.client("s3", region_name="eu-west-1", verify=get_cert_path(True))
+    assert crt._tls_options(good) is not None
+    bad = tmp_path / "not-a-bundle.pem"
+    bad.write_text("nothing")
+    with pytest.raises(Exception):  # noqa: B017 (awscrt's own error type)
+        crt._tls_options(boto3.client("s3", region_name="eu-west-1", verify=str(bad)))

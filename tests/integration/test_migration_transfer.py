@@ -3,6 +3,7 @@ compared by content, never overwritten when different; the rest is uploaded once
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from pipeline import storage
+from pipeline import crt, storage
 from pipeline.bulk.transfer import Upload, transfer
 from pipeline.errors import ContentMismatch
 from tests.services import PRIMARY_BUCKET
@@ -91,26 +92,31 @@ def test_dry_run_only_reads(s3: Any, clean_buckets: None, tmp_path: Path) -> Non
 def test_a_large_original_is_streamed_from_its_file(
     s3: Any, clean_buckets: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A file larger than the CRT may hold in memory is streamed by botocore from the open
+    file (the CRT reads bodies whole: test_crt_puts bounds what it holds)."""
+    monkeypatch.setattr(crt, "MAX_IN_MEMORY", 1024 * 1024)
     data = os.urandom(6 * 1024 * 1024 + 7)
     big = upload(tmp_path, 1, "legacy/v/big.jpg", data)
     target = storage.primary()
     bodies: list[object] = []
-    md5s: list[str | None] = []
-    write_files = storage.write_files  # the window's writes, through the CRT or botocore
+    md5s: list[str] = []
 
-    def record(storage_: Any, puts: Any, **kwargs: Any) -> Any:
-        bodies.extend(p.file for p in puts)
-        md5s.extend(p.md5 for p in puts)
-        return write_files(storage_, puts, **kwargs)
+    def record(params: dict[str, Any], **kwargs: Any) -> None:
+        bodies.append(params["Body"])
+        md5s.append(params.get("ContentMD5", ""))
 
-    monkeypatch.setattr(storage, "write_files", record)
-    [outcome] = transfer(target, str(tmp_path), [big], threads=2)
+    events = target.connection.meta.client.meta.events  # the client transfer() shares
+    events.register("before-parameter-build.s3.PutObject", record)
+    try:
+        [outcome] = transfer(target, str(tmp_path), [big], threads=2)
+    finally:
+        events.unregister("before-parameter-build.s3.PutObject", record)
 
     assert outcome.state == "uploaded"
     [body] = bodies
     assert not isinstance(body, bytes | bytearray) and hasattr(body, "read")  # the open file
     # S3 refuses the bytes if the file changed after it was hashed (moto does not check).
-    assert md5s == [hashlib.md5(data).hexdigest()]  # sent as Content-MD5
+    assert md5s == [base64.b64encode(hashlib.md5(data).digest()).decode()]
     assert s3.get_object(Bucket=PRIMARY_BUCKET, Key=big.key)["Body"].read() == data
     etag = s3.head_object(Bucket=PRIMARY_BUCKET, Key=big.key)["ETag"].strip('"')
     assert etag == big.md5  # one PUT: later runs compare by the listing alone
