@@ -9,8 +9,9 @@ is installed (the ``crt`` extra, ``boto3[crt]``); every other request stays on b
 Nothing about the request is decided here; botocore's choices are reused:
 
 * the address (endpoint, addressing style, region rules) is read, once per bucket, from
-  a URL botocore presigns for it;
-* the credentials are botocore's own, resolved and refreshed by it on every signing;
+  a ``put_object`` of botocore's stopped before it is sent;
+* the credentials are botocore's own, resolved and refreshed by it on every signing, and
+  TLS trusts the client's CA bundle;
 * the connect timeout and the number of attempts are the client's config; its read
   timeout bounds each attempt's wait, after which the request is cancelled.
 
@@ -96,14 +97,14 @@ def put_many(
     At most ``MAX_IN_MEMORY`` bytes are in flight: the rest wait for the first to end."""
     target = _bucket(client, bucket)
     failures: dict[str, Exception] = {}
-    batch: list[tuple[str, Body, Mapping[str, str]]] = []
+    batch: list[_Sized] = []
     held = 0
-    for one in puts:
-        size = _size(one[1])
+    for key, body, params in puts:
+        size = _size(body)
         if batch and held + size > MAX_IN_MEMORY:
             failures.update(_send_all(client, target, batch))
             batch, held = [], 0
-        batch.append(one)
+        batch.append((key, body, params, size))
         held += size
     failures.update(_send_all(client, target, batch))
     return failures
@@ -124,16 +125,18 @@ def _size(body: Body) -> int:
     return end - start
 
 
-def _send_all(
-    client: Any, target: _Bucket, puts: list[tuple[str, Body, Mapping[str, str]]]
-) -> dict[str, Exception]:
+_Sized = tuple[str, Body, Mapping[str, str], int]
+"""A PUT of ``put_many`` with its body's size, measured once."""
+
+
+def _send_all(client: Any, target: _Bucket, puts: list[_Sized]) -> dict[str, Exception]:
     from awscrt import s3
 
     sent: list[tuple[str, Any, threading.Event]] = []
     failures: dict[str, Exception] = {}
     try:
-        for key, body, params in puts:
-            sent.append((key, *_send(target, key, body, params)))
+        for key, body, params, size in puts:
+            sent.append((key, *_send(target, key, body, params, size)))
         until = time.monotonic() + target.attempt_timeout * _attempts(client.meta.config)
         for key, request, done in sent:
             if not done.wait(max(0.0, until - time.monotonic())):
@@ -157,12 +160,12 @@ def _send_all(
 
 
 def _send(
-    target: _Bucket, key: str, body: Body, params: Mapping[str, str]
+    target: _Bucket, key: str, body: Body, params: Mapping[str, str], size: int
 ) -> tuple[Any, threading.Event]:
     from awscrt import http, s3
 
     stream = io.BytesIO(body) if isinstance(body, bytes) else body  # BytesIO shares bytes
-    headers = http.HttpHeaders([("Host", target.host), ("Content-Length", str(_size(body)))])
+    headers = http.HttpHeaders([("Host", target.host), ("Content-Length", str(size))])
     for name, value in params.items():
         headers.add(HEADERS[name], value)
     done = threading.Event()
@@ -220,11 +223,12 @@ def _new_bucket(client: Any, bucket: str) -> _Bucket:
     config = client.meta.config
     attempts = _attempts(config)
     credentials = BotocoreCRTCredentialsWrapper(client._get_credentials())
+    region = client.meta.region_name or "us-east-1"
     crt_client = s3.S3Client(
         bootstrap=_bootstrap(),
-        region=client.meta.region_name or "us-east-1",
+        region=region,
         signing_config=s3.create_default_s3_signing_config(
-            region=client.meta.region_name or "us-east-1",
+            region=region,
             credential_provider=credentials.to_crt_credentials_provider(),
         ),
         tls_mode=s3.S3RequestTlsMode.ENABLED

@@ -130,7 +130,7 @@ def test_the_crt_holds_a_bounded_number_of_bytes_and_botocore_streams_larger_fil
     real = crt._send_all
 
     def send_all(client: Any, target: Any, puts: Any) -> Any:
-        batches.append([key for key, _, _ in puts])
+        batches.append([key for key, *_ in puts])
         return real(client, target, puts)
 
     monkeypatch.setattr(crt, "_send_all", send_all)
